@@ -1,0 +1,137 @@
+//! The admin plane on `admin_listen`: `/metrics` (open, for Prometheus) and `/admin/*` behind
+//! a bearer token (compared in constant time). Without a configured token the admin API is
+//! open, which config validation only allows on a loopback address.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use http::header::{AUTHORIZATION, HeaderValue};
+use http::{Method, Request, StatusCode};
+use hyper::body::Incoming;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::{Value, json};
+
+use crate::http::response::{self, HttpResponse, error};
+use crate::protocol::ApiError;
+use crate::registry::{Registry, ServedModel};
+
+pub struct AdminPlane {
+    pub registry: Arc<Registry>,
+    pub metrics: PrometheusHandle,
+    pub token: Option<String>,
+}
+
+pub fn admin_service(
+    plane: Arc<AdminPlane>,
+) -> impl tower::Service<Request<Incoming>, Response = HttpResponse, Error = Infallible, Future = impl Send + 'static>
++ Clone
++ Send
++ 'static {
+    tower::service_fn(move |req: Request<Incoming>| {
+        let plane = plane.clone();
+        async move { Ok::<_, Infallible>(handle(&plane, req).await) }
+    })
+}
+
+async fn handle(plane: &AdminPlane, req: Request<Incoming>) -> HttpResponse {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    if path == "/metrics" {
+        return metrics(plane);
+    }
+    if path.starts_with("/admin/") && !authorized(plane.token.as_deref(), req.headers().get(AUTHORIZATION)) {
+        let mut response = error(&ApiError::Unauthorized);
+        response.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer"));
+        return response;
+    }
+    match (method, path.as_str()) {
+        (Method::GET, "/admin/models") => response::json(StatusCode::OK, &models(&plane.registry)),
+        (Method::GET, "/admin/config") => response::json(StatusCode::OK, &routing(&plane.registry)),
+        (m, p) => error(&ApiError::NoRoute { method: m.to_string(), path: p.to_string() }),
+    }
+}
+
+fn metrics(plane: &AdminPlane) -> HttpResponse {
+    let text = plane.metrics.render();
+    response::bytes(StatusCode::OK, HeaderValue::from_static("text/plain; version=0.0.4"), text)
+}
+
+/// True when no token is configured, or the header carries exactly `Bearer <token>`.
+fn authorized(token: Option<&str>, header: Option<&HeaderValue>) -> bool {
+    let Some(token) = token else { return true };
+    let Some(given) = header.and_then(|h| h.as_bytes().strip_prefix(b"Bearer ")) else { return false };
+    constant_time_eq(given, token.as_bytes())
+}
+
+/// Compares without returning early on the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn models(registry: &Registry) -> Value {
+    let snapshot = registry.snapshot();
+    let models: Vec<Value> = snapshot.models.values().map(model_state).collect();
+    json!({ "generation": snapshot.generation, "models": models })
+}
+
+fn model_state(m: &ServedModel) -> Value {
+    let versions: Vec<Value> = m
+        .versions
+        .values()
+        .map(|v| {
+            json!({
+                "version": v.version,
+                "state": "serving",
+                "path": v.path().display().to_string(),
+                "loaded_at_unix": v.loaded_at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+                "instances": v.worker_count(),
+                "queue_depth": v.queue_depth(),
+                "max_batch_size": v.max_batch_size(),
+            })
+        })
+        .collect();
+    json!({ "name": m.name, "ready": m.is_ready(), "failure": m.failure, "versions": versions })
+}
+
+fn routing(registry: &Registry) -> Value {
+    let snapshot = registry.snapshot();
+    let models: serde_json::Map<String, Value> = snapshot
+        .models
+        .values()
+        .map(|m| {
+            let r = &m.routing;
+            let candidates: Vec<Value> = r.candidates().map(|(v, p)| json!({ "version": v, "percent": p })).collect();
+            let shadows: Vec<Value> = r.shadow_shares().map(|(v, p)| json!({ "version": v, "percent": p })).collect();
+            let value = json!({
+                "primary": r.primary(),
+                "primary_percent": r.primary_percent(),
+                "candidates": candidates,
+                "shadows": shadows,
+                "sticky_header": r.sticky_header,
+                "pin_header": r.pin_header,
+                "versions": m.versions.keys().collect::<Vec<_>>(),
+            });
+            (m.name.clone(), value)
+        })
+        .collect();
+    json!({ "generation": snapshot.generation, "models": models })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_token_must_match_exactly() {
+        let ok = HeaderValue::from_static("Bearer s3cret");
+        assert!(authorized(Some("s3cret"), Some(&ok)));
+        assert!(!authorized(Some("s3cret"), Some(&HeaderValue::from_static("Bearer s3cre"))));
+        assert!(!authorized(Some("s3cret"), Some(&HeaderValue::from_static("s3cret"))));
+        assert!(!authorized(Some("s3cret"), None));
+        assert!(authorized(None, None));
+    }
+}

@@ -1,0 +1,92 @@
+//! Starting and stopping a whole gateway: load the models, bind the listeners, serve until
+//! told to stop, then drain.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::admin::{AdminPlane, admin_service};
+use crate::config::GatewayConfig;
+use crate::http::{self, DataPlane};
+use crate::onnx::{self, OnnxError};
+use crate::protocol::DecodeLimits;
+use crate::registry::{self, OnFailure, Registry};
+use crate::telemetry;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Runtime(#[from] OnnxError),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("start-up was interrupted: {0}")]
+    Interrupted(String),
+}
+
+/// A running gateway. Dropping it does not stop it: call `shutdown`, then `wait`.
+pub struct Gateway {
+    pub data_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub registry: Arc<Registry>,
+    shutdown: watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Loads every configured model (one that fails is reported and marked not ready; the
+    /// others serve), then binds and serves the data and admin planes.
+    pub async fn start(config: GatewayConfig) -> Result<Gateway, StartError> {
+        let metrics = telemetry::install();
+        onnx::environment()?;
+        let config = Arc::new(config);
+        let prepare_config = config.clone();
+        let first = tokio::task::spawn_blocking(move || {
+            registry::prepare(prepare_config, None, 1, OnFailure::ServeOthers)
+        })
+        .await
+        .map_err(|e| StartError::Interrupted(e.to_string()))?
+        .map_err(|problems| StartError::Interrupted(format!("{} problems", problems.len())))?;
+        let registry = Arc::new(Registry::new(first));
+
+        let server = &config.server;
+        let data = bind("data plane", server.listen).await?;
+        let admin = bind("admin plane", server.admin_listen).await?;
+        let data_addr = local_addr("data plane", server.listen, &data)?;
+        let admin_addr = local_addr("admin plane", server.admin_listen, &admin)?;
+
+        let (shutdown, signal) = watch::channel(false);
+        let limits = http::connection_limits(server);
+        let plane = Arc::new(DataPlane { registry: registry.clone(), decode_limits: DecodeLimits::default() });
+        let admin_plane =
+            Arc::new(AdminPlane { registry: registry.clone(), metrics, token: config.admin.token.clone() });
+        let servers = vec![
+            tokio::spawn(http::serve(data, http::data_service(plane, server), limits, signal.clone())),
+            tokio::spawn(http::serve(admin, admin_service(admin_plane), limits, signal)),
+        ];
+        tracing::info!(%data_addr, %admin_addr, models = config.models.len(), "gateway serving");
+        Ok(Gateway { data_addr, admin_addr, registry, shutdown, servers })
+    }
+
+    /// Stops accepting connections and lets in-flight requests finish (up to the drain timeout).
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Waits until both listeners have drained.
+    pub async fn wait(self) {
+        for server in self.servers {
+            let _ = server.await;
+        }
+    }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
+}
+
+fn local_addr(what: &'static str, addr: SocketAddr, l: &TcpListener) -> Result<SocketAddr, StartError> {
+    l.local_addr().map_err(|source| StartError::Bind { what, addr, source })
+}

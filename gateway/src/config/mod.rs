@@ -1,0 +1,304 @@
+//! Configuration: the TOML file (or a scanned model repository) → a validated `GatewayConfig`.
+//!
+//! Owns parsing, defaults and every check, each problem reported with its path
+//! (`models.fraud.routing.candidates[0].percent: must be in 0..=100, got 150`). Nothing here
+//! touches tokio or ONNX Runtime; `gateway check-config` and the server run the same code.
+//! Relative `repository` paths are resolved against the working directory, as Triton does.
+
+mod raw;
+mod repository;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use raw::{RawAdmin, RawBatching, RawConfig, RawModel, RawRouting, RawRuntime, RawServer, RawWeighted};
+pub use repository::{model_file, scan_repository, valid_model_name, versions_on_disk};
+
+/// One thing wrong with a config, and where.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Problem {
+        Problem { path: path.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() { f.write_str(&self.message) } else { write!(f, "{}: {}", self.path, self.message) }
+    }
+}
+
+/// Every problem found, at once.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration ({} problem{}):", self.problems.len(), plural(self.problems.len()))?;
+        for p in &self.problems {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+impl From<Problem> for ConfigError {
+    fn from(p: Problem) -> ConfigError {
+        ConfigError { problems: vec![p] }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayConfig {
+    pub server: ServerConfig,
+    pub admin: AdminConfig,
+    pub runtime: RuntimeConfig,
+    pub models: BTreeMap<String, ModelConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub grpc_listen: Option<SocketAddr>,
+    pub max_request_bytes: usize,
+    pub request_timeout: Duration,
+    pub max_in_flight: usize,
+    /// A connection that has not sent a complete request head within this is closed.
+    pub header_read_timeout: Duration,
+    /// A connection with no bytes moving and no request in progress for this long is closed.
+    pub idle_timeout: Duration,
+    /// On shutdown, in-flight requests get this long to finish.
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    pub token_env: Option<String>,
+    /// The token itself, read from `token_env` when the config was loaded.
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionProvider {
+    Cpu,
+    Cuda,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RuntimeConfig {
+    pub execution_providers: Vec<ExecutionProvider>,
+    /// Threads ONNX Runtime uses inside one run of one session.
+    pub intra_op_threads: usize,
+    /// Whether those threads spin while waiting for work (burns CPU the HTTP side needs).
+    pub intra_op_spinning: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    pub name: String,
+    pub repository: PathBuf,
+    pub instances: usize,
+    pub batching: BatchingConfig,
+    pub routing: RoutingConfig,
+}
+
+impl ModelConfig {
+    /// Every version a route names, each once, in ascending order.
+    pub fn served_versions(&self) -> Vec<u64> {
+        let r = &self.routing;
+        let mut all: Vec<u64> = std::iter::once(r.primary)
+            .chain(r.candidates.iter().map(|c| c.version))
+            .chain(r.shadows.iter().map(|s| s.version))
+            .chain(r.pin_only.iter().copied())
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        all
+    }
+
+    pub fn model_path(&self, version: u64) -> PathBuf {
+        model_file(&self.repository, &self.name, version)
+    }
+
+    /// The config path of the first place that names `version` (for problem reports).
+    pub fn version_path(&self, version: u64) -> String {
+        let (m, r) = (&self.name, &self.routing);
+        if r.primary == version {
+            return format!("models.{m}.routing.primary");
+        }
+        if let Some(i) = r.candidates.iter().position(|w| w.version == version) {
+            return format!("models.{m}.routing.candidates[{i}].version");
+        }
+        if let Some(i) = r.shadows.iter().position(|w| w.version == version) {
+            return format!("models.{m}.routing.shadows[{i}].version");
+        }
+        let i = r.pin_only.iter().position(|&v| v == version).unwrap_or(0);
+        format!("models.{m}.routing.versions[{i}]")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BatchingConfig {
+    /// Rows per run; 1 disables batching.
+    pub max_batch_size: usize,
+    pub max_queue_delay: Duration,
+    /// Requests waiting for a worker; beyond it, 503.
+    pub max_queue: usize,
+}
+
+impl Default for BatchingConfig {
+    fn default() -> BatchingConfig {
+        BatchingConfig { max_batch_size: 1, max_queue_delay: Duration::ZERO, max_queue: 1024 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoutingConfig {
+    pub primary: u64,
+    pub candidates: Vec<Weighted>,
+    pub shadows: Vec<Weighted>,
+    /// Versions loaded only so callers can pin them.
+    pub pin_only: Vec<u64>,
+    pub sticky_header: Option<String>,
+    pub pin_header: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Weighted {
+    pub version: u64,
+    pub percent: f64,
+}
+
+pub const DEFAULT_CONFIG_PATH: &str = "config/gateway.toml";
+
+/// Command-line values that replace what the file says.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub admin_listen: Option<String>,
+    pub grpc_listen: Option<String>,
+    /// Models without their own `repository` look here.
+    pub model_repository: Option<PathBuf>,
+}
+
+impl Overrides {
+    fn apply(&self, raw: &mut RawConfig) {
+        if let Some(v) = &self.listen {
+            raw.server.listen = Some(v.clone());
+        }
+        if let Some(v) = &self.admin_listen {
+            raw.server.admin_listen = Some(v.clone());
+        }
+        if let Some(v) = &self.grpc_listen {
+            raw.server.grpc_listen = Some(v.clone());
+        }
+        if let Some(repo) = &self.model_repository {
+            for model in raw.models.values_mut() {
+                model.repository.get_or_insert_with(|| repo.display().to_string());
+            }
+        }
+    }
+}
+
+/// Parses TOML text into the raw config, listing every unknown key (with its path) as a problem.
+pub fn parse(text: &str) -> Result<RawConfig, ConfigError> {
+    let mut unknown = Vec::new();
+    let deserializer = toml::Deserializer::parse(text).map_err(|e| Problem::new("", toml_message(&e)))?;
+    let raw: RawConfig = serde_ignored::deserialize(deserializer, |path| unknown.push(path.to_string()))
+        .map_err(|e| Problem::new("", toml_message(&e)))?;
+    if unknown.is_empty() {
+        return Ok(raw);
+    }
+    let problems = unknown.into_iter().map(|path| Problem::new(path, "unknown key")).collect();
+    Err(ConfigError { problems })
+}
+
+fn toml_message(e: &toml::de::Error) -> String {
+    e.to_string().trim_end().replace('\n', " ")
+}
+
+/// Reads, parses and validates a config file, with command-line overrides applied.
+pub fn load_file(path: &Path, overrides: &Overrides) -> Result<GatewayConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Problem::new("", format!("cannot read {}: {e}", path.display())))?;
+    let mut raw = parse(&text).map_err(|mut e| {
+        for p in &mut e.problems {
+            if p.path.is_empty() {
+                p.message = format!("{}: {}", path.display(), p.message);
+            }
+        }
+        e
+    })?;
+    overrides.apply(&mut raw);
+    validate::validate(&raw)
+}
+
+/// Parses and validates TOML text (tests and check-config use this too).
+pub fn from_toml(text: &str, overrides: &Overrides) -> Result<GatewayConfig, ConfigError> {
+    let mut raw = parse(text)?;
+    overrides.apply(&mut raw);
+    validate::validate(&raw)
+}
+
+/// Validates an already-built raw config.
+pub fn from_raw(raw: &RawConfig) -> Result<GatewayConfig, ConfigError> {
+    validate::validate(raw)
+}
+
+/// The `--model-repository DIR` mode: every model in DIR, its highest version primary.
+pub fn from_repository(dir: &Path, overrides: &Overrides) -> Result<GatewayConfig, ConfigError> {
+    let mut raw = scan_repository(dir)?;
+    overrides.apply(&mut raw);
+    validate::validate(&raw)
+}
+
+impl GatewayConfig {
+    /// A human-readable summary of the effective routing (check-config prints it).
+    pub fn describe_routing(&self) -> String {
+        let mut out = String::new();
+        for m in self.models.values() {
+            let r = &m.routing;
+            let candidate_total: f64 = r.candidates.iter().map(|c| c.percent).sum();
+            out.push_str(&format!(
+                "{}: primary v{} {:.2}%",
+                m.name,
+                r.primary,
+                100.0 - candidate_total
+            ));
+            for c in &r.candidates {
+                out.push_str(&format!(", candidate v{} {:.2}%", c.version, c.percent));
+            }
+            for s in &r.shadows {
+                out.push_str(&format!(", shadow v{} {:.2}% of traffic", s.version, s.percent));
+            }
+            for v in &r.pin_only {
+                out.push_str(&format!(", pin-only v{v}"));
+            }
+            if let Some(h) = &r.sticky_header {
+                out.push_str(&format!(", sticky on {h}"));
+            }
+            if let Some(h) = &r.pin_header {
+                out.push_str(&format!(", pinned by {h}"));
+            }
+            out.push_str(&format!(" [{}]\n", m.repository.join(&m.name).display()));
+        }
+        out
+    }
+}

@@ -1,0 +1,79 @@
+//! The config file exactly as written: serde types, every field optional so that defaults and
+//! checks live in one place (`validate`). Unknown keys are collected by `serde_ignored` in
+//! `super::parse` rather than rejected by `deny_unknown_fields`, so that every unknown key is
+//! reported with its path at once instead of only the first.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub runtime: RawRuntime,
+    #[serde(default)]
+    pub models: BTreeMap<String, RawModel>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct RawServer {
+    pub listen: Option<String>,
+    pub admin_listen: Option<String>,
+    pub grpc_listen: Option<String>,
+    pub max_request_bytes: Option<u64>,
+    pub request_timeout_ms: Option<u64>,
+    pub max_in_flight: Option<u64>,
+    pub header_read_timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub drain_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct RawAdmin {
+    pub token_env: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct RawRuntime {
+    pub execution_providers: Option<Vec<String>>,
+    pub intra_op_threads: Option<u64>,
+    pub intra_op_spinning: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct RawModel {
+    pub repository: Option<String>,
+    pub instances: Option<u64>,
+    pub batching: Option<RawBatching>,
+    pub routing: Option<RawRouting>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct RawBatching {
+    pub max_batch_size: Option<u64>,
+    pub max_queue_delay_us: Option<u64>,
+    pub max_queue: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct RawRouting {
+    pub primary: Option<u64>,
+    #[serde(default)]
+    pub candidates: Vec<RawWeighted>,
+    #[serde(default)]
+    pub shadows: Vec<RawWeighted>,
+    #[serde(default)]
+    pub versions: Vec<u64>,
+    pub sticky_header: Option<String>,
+    pub pin_header: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct RawWeighted {
+    pub version: Option<u64>,
+    pub percent: Option<f64>,
+}

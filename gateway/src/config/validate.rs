@@ -1,0 +1,352 @@
+//! Raw config → `GatewayConfig`: defaults filled in and every rule checked, collecting all
+//! problems (with their paths) before failing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::*;
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+const MAX_REQUEST_BYTES_LIMIT: u64 = 1 << 31;
+
+/// Collects problems while building the validated config.
+struct Checker {
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem::new(path, message));
+    }
+
+    fn addr(&mut self, path: &str, value: Option<&str>, default: &str) -> SocketAddr {
+        let text = value.unwrap_or(default);
+        text.parse().unwrap_or_else(|_| {
+            self.problem(path, format!("must be an ip:port address, got {text:?}"));
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        })
+    }
+
+    fn range(&mut self, path: &str, value: Option<u64>, default: u64, min: u64, max: u64) -> u64 {
+        let v = value.unwrap_or(default);
+        if v < min || v > max {
+            self.problem(path, format!("must be in {min}..={max}, got {v}"));
+            return default;
+        }
+        v
+    }
+}
+
+pub(super) fn validate(raw: &RawConfig) -> Result<GatewayConfig, ConfigError> {
+    let mut c = Checker { problems: Vec::new() };
+    let server = server(&mut c, &raw.server);
+    let admin = admin(&mut c, &raw.admin, &server);
+    let runtime = runtime(&mut c, &raw.runtime);
+    let mut models = BTreeMap::new();
+    if raw.models.is_empty() {
+        c.problem("models", "no model is configured");
+    }
+    for (name, model) in &raw.models {
+        if let Some(m) = self::model(&mut c, name, model) {
+            models.insert(name.clone(), m);
+        }
+    }
+    if c.problems.is_empty() {
+        Ok(GatewayConfig { server, admin, runtime, models })
+    } else {
+        Err(ConfigError { problems: c.problems })
+    }
+}
+
+fn server(c: &mut Checker, s: &RawServer) -> ServerConfig {
+    let listen = c.addr("server.listen", s.listen.as_deref(), DEFAULT_LISTEN);
+    let admin_listen = c.addr("server.admin_listen", s.admin_listen.as_deref(), DEFAULT_ADMIN_LISTEN);
+    let grpc_listen = s.grpc_listen.as_deref().map(|g| c.addr("server.grpc_listen", Some(g), g));
+    if listen.port() != 0 && listen == admin_listen {
+        c.problem("server.admin_listen", format!("must differ from server.listen ({listen})"));
+    }
+    let ms = |v: u64| Duration::from_millis(v);
+    ServerConfig {
+        listen,
+        admin_listen,
+        grpc_listen,
+        max_request_bytes: c.range(
+            "server.max_request_bytes",
+            s.max_request_bytes,
+            16 << 20,
+            1,
+            MAX_REQUEST_BYTES_LIMIT,
+        ) as usize,
+        request_timeout: ms(c.range("server.request_timeout_ms", s.request_timeout_ms, 5000, 1, 3_600_000)),
+        max_in_flight: c.range("server.max_in_flight", s.max_in_flight, 1024, 1, 1_000_000) as usize,
+        header_read_timeout: ms(c.range(
+            "server.header_read_timeout_ms",
+            s.header_read_timeout_ms,
+            10_000,
+            1,
+            3_600_000,
+        )),
+        idle_timeout: ms(c.range("server.idle_timeout_ms", s.idle_timeout_ms, 60_000, 1, 86_400_000)),
+        drain_timeout: ms(c.range("server.drain_timeout_ms", s.drain_timeout_ms, 30_000, 0, 3_600_000)),
+    }
+}
+
+fn admin(c: &mut Checker, a: &RawAdmin, server: &ServerConfig) -> AdminConfig {
+    let token = a.token_env.as_deref().and_then(|var| std::env::var(var).ok()).filter(|t| !t.is_empty());
+    if let Some(var) = &a.token_env {
+        if var.is_empty() {
+            c.problem("admin.token_env", "must name an environment variable");
+        }
+    }
+    if !server.admin_listen.ip().is_loopback() && token.is_none() {
+        let why = match &a.token_env {
+            Some(var) => format!("the environment variable {var} is unset or empty"),
+            None => "admin.token_env is not set".to_string(),
+        };
+        c.problem(
+            "server.admin_listen",
+            format!(
+                "{} is not a loopback address, so the admin API needs a bearer token, but {why}",
+                server.admin_listen
+            ),
+        );
+    }
+    AdminConfig { token_env: a.token_env.clone(), token }
+}
+
+fn runtime(c: &mut Checker, r: &RawRuntime) -> RuntimeConfig {
+    let names = r.execution_providers.clone().unwrap_or_else(|| vec!["cpu".to_string()]);
+    if names.is_empty() {
+        c.problem("runtime.execution_providers", "must name at least one provider (e.g. [\"cpu\"])");
+    }
+    let mut providers = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        match name.as_str() {
+            "cpu" => providers.push(ExecutionProvider::Cpu),
+            "cuda" => providers.push(ExecutionProvider::Cuda),
+            other => c.problem(
+                format!("runtime.execution_providers[{i}]"),
+                format!("unknown execution provider {other:?} (known: \"cpu\", \"cuda\")"),
+            ),
+        }
+    }
+    RuntimeConfig {
+        execution_providers: providers,
+        intra_op_threads: c.range("runtime.intra_op_threads", r.intra_op_threads, 1, 0, 1024) as usize,
+        intra_op_spinning: r.intra_op_spinning.unwrap_or(false),
+    }
+}
+
+fn model(c: &mut Checker, name: &str, m: &RawModel) -> Option<ModelConfig> {
+    let path = format!("models.{name}");
+    if !valid_model_name(name) {
+        c.problem(&path, "a model name must match [A-Za-z0-9_.-]+ and not be `.` or `..`");
+        return None;
+    }
+    let repository = PathBuf::from(m.repository.as_deref().unwrap_or("models"));
+    let repo_ok = repository.join(name).is_dir();
+    if !repo_ok {
+        c.problem(
+            format!("{path}.repository"),
+            format!("{} has no folder {name:?}", repository.display()),
+        );
+    }
+    let instances = c.range(&format!("{path}.instances"), m.instances, 1, 1, 256) as usize;
+    let batching = batching(c, &path, m.batching.as_ref());
+    let Some(raw_routing) = &m.routing else {
+        c.problem(format!("{path}.routing.primary"), "is required");
+        return None;
+    };
+    let routing = routing(c, &path, raw_routing)?;
+    let config = ModelConfig { name: name.to_string(), repository, instances, batching, routing };
+    if repo_ok {
+        for v in config.served_versions() {
+            if !config.model_path(v).is_file() {
+                c.problem(
+                    config.version_path(v),
+                    format!("version {v} does not exist: no file {}", config.model_path(v).display()),
+                );
+            }
+        }
+    }
+    Some(config)
+}
+
+fn batching(c: &mut Checker, model_path: &str, b: Option<&RawBatching>) -> BatchingConfig {
+    let Some(b) = b else { return BatchingConfig::default() };
+    let path = format!("{model_path}.batching");
+    BatchingConfig {
+        max_batch_size: c.range(&format!("{path}.max_batch_size"), b.max_batch_size, 1, 1, 65_536) as usize,
+        max_queue_delay: Duration::from_micros(c.range(
+            &format!("{path}.max_queue_delay_us"),
+            b.max_queue_delay_us,
+            0,
+            0,
+            1_000_000,
+        )),
+        max_queue: c.range(&format!("{path}.max_queue"), b.max_queue, 1024, 1, 1_000_000) as usize,
+    }
+}
+
+fn routing(c: &mut Checker, model_path: &str, r: &RawRouting) -> Option<RoutingConfig> {
+    let path = format!("{model_path}.routing");
+    let Some(primary) = r.primary else {
+        c.problem(format!("{path}.primary"), "is required");
+        return None;
+    };
+    if primary == 0 {
+        c.problem(format!("{path}.primary"), "versions are positive integers, got 0");
+    }
+    let candidates = weighted_list(c, &format!("{path}.candidates"), &r.candidates, primary);
+    let shadows = weighted_list(c, &format!("{path}.shadows"), &r.shadows, primary);
+    let total: f64 = candidates.iter().map(|w| w.percent).sum();
+    if total > 100.0 + 1e-9 {
+        c.problem(format!("{path}.candidates"), format!("percents add up to {total}, more than 100"));
+    }
+    let routed: BTreeSet<u64> = candidates.iter().map(|w| w.version).chain([primary]).collect();
+    for (i, s) in shadows.iter().enumerate() {
+        if routed.contains(&s.version) {
+            c.problem(
+                format!("{path}.shadows[{i}].version"),
+                format!("version {} already answers live traffic; a shadow must be another version", s.version),
+            );
+        }
+    }
+    for (i, &v) in r.versions.iter().enumerate() {
+        if v == 0 {
+            c.problem(format!("{path}.versions[{i}]"), "versions are positive integers, got 0");
+        }
+    }
+    for (key, header) in [("sticky_header", &r.sticky_header), ("pin_header", &r.pin_header)] {
+        if let Some(h) = header {
+            if http_header_name_invalid(h) {
+                c.problem(format!("{path}.{key}"), format!("{h:?} is not a valid HTTP header name"));
+            }
+        }
+    }
+    Some(RoutingConfig {
+        primary,
+        candidates,
+        shadows,
+        pin_only: r.versions.clone(),
+        sticky_header: r.sticky_header.as_ref().map(|h| h.to_ascii_lowercase()),
+        pin_header: r.pin_header.as_ref().map(|h| h.to_ascii_lowercase()),
+    })
+}
+
+fn weighted_list(c: &mut Checker, path: &str, list: &[RawWeighted], primary: u64) -> Vec<Weighted> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for (i, w) in list.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        let Some(version) = w.version else {
+            c.problem(format!("{at}.version"), "is required");
+            continue;
+        };
+        let percent = w.percent.unwrap_or(0.0);
+        if !(0.0..=100.0).contains(&percent) {
+            c.problem(format!("{at}.percent"), format!("must be in 0..=100, got {percent}"));
+        }
+        if version == 0 {
+            c.problem(format!("{at}.version"), "versions are positive integers, got 0");
+        } else if version == primary {
+            c.problem(format!("{at}.version"), format!("version {version} is the primary"));
+        } else if !seen.insert(version) {
+            c.problem(format!("{at}.version"), format!("version {version} is listed twice"));
+        }
+        out.push(Weighted { version, percent: percent.clamp(0.0, 100.0) });
+    }
+    out
+}
+
+fn http_header_name_invalid(name: &str) -> bool {
+    name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::*;
+
+    fn repo() -> String {
+        format!("{}/../models", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    fn check(toml: &str) -> Result<GatewayConfig, ConfigError> {
+        from_toml(&toml.replace("REPO", &repo()), &Overrides::default())
+    }
+
+    #[test]
+    fn minimal_model_gets_defaults() {
+        let cfg = check("[models.credit-scoring]\nrepository = \"REPO\"\nrouting = { primary = 1 }\n").unwrap();
+        assert_eq!(cfg.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(cfg.server.admin_listen.to_string(), "127.0.0.1:9090");
+        assert_eq!(cfg.models["credit-scoring"].batching, BatchingConfig::default());
+        assert_eq!(cfg.runtime.execution_providers, vec![ExecutionProvider::Cpu]);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let err = check(
+            r#"
+[server]
+listen = "nowhere"
+max_in_flight = 0
+[runtime]
+execution_providers = ["tpu"]
+[models.credit-scoring]
+repository = "REPO"
+routing = { primary = 1, candidates = [{ version = 2, percent = 150.0 }, { version = 9, percent = 1.0 }] }
+"#,
+        )
+        .unwrap_err();
+        let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec![
+                "server.listen",
+                "server.max_in_flight",
+                "runtime.execution_providers[0]",
+                "models.credit-scoring.routing.candidates[0].percent",
+                "models.credit-scoring.routing.candidates[1].version",
+            ],
+            "{err}"
+        );
+        assert!(err.to_string().contains("must be in 0..=100, got 150"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_all_reported() {
+        let err = check("[server]\nlisten2 = 1\n[models.x]\nrouting = { primary = 1, weight = 2 }\n").unwrap_err();
+        let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, vec!["server.listen2", "models.x.routing.weight"]);
+    }
+
+    #[test]
+    fn weights_over_100_and_shadowing_a_live_version_are_refused() {
+        let err = check(
+            "[models.credit-scoring]\nrepository = \"REPO\"\nrouting = { primary = 1, candidates = [{ version = 2, percent = 60.0 }, { version = 3, percent = 50.0 }], shadows = [{ version = 2, percent = 100.0 }] }\n",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("percents add up to 110"), "{text}");
+        assert!(text.contains("shadows[0].version: version 2 already answers live traffic"), "{text}");
+    }
+
+    #[test]
+    fn bad_model_names_are_refused() {
+        let err = check("[models.\"..\"]\nrouting = { primary = 1 }\n").unwrap_err();
+        assert!(err.to_string().contains("must match"), "{err}");
+    }
+
+    #[test]
+    fn public_admin_address_needs_a_token() {
+        let err = check(
+            "[server]\nadmin_listen = \"0.0.0.0:9090\"\n[models.credit-scoring]\nrepository = \"REPO\"\nrouting = { primary = 1 }\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("needs a bearer token"), "{err}");
+    }
+}

@@ -1,0 +1,103 @@
+//! The V2 REST paths, parsed into an `Endpoint`; wrong method → 405, anything else → 404.
+
+use http::Method;
+
+use crate::config::valid_model_name;
+use crate::protocol::ApiError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint<'a> {
+    ServerMetadata,
+    Live,
+    Ready,
+    Model { model: &'a str, version: Option<u64>, action: ModelAction },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelAction {
+    Metadata,
+    Ready,
+    Config,
+    Infer,
+}
+
+pub fn route<'a>(method: &Method, path: &'a str) -> Result<Endpoint<'a>, ApiError> {
+    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+    let (endpoint, expected) = match segments.as_slice() {
+        ["v2"] => (Endpoint::ServerMetadata, Method::GET),
+        ["v2", "health", "live"] => (Endpoint::Live, Method::GET),
+        ["v2", "health", "ready"] => (Endpoint::Ready, Method::GET),
+        ["v2", "models", model, rest @ ..] => model_endpoint(model, rest, method, path)?,
+        _ => return Err(no_route(method, path)),
+    };
+    let allowed = *method == expected || (expected == Method::GET && *method == Method::HEAD);
+    if !allowed {
+        return Err(ApiError::MethodNotAllowed { method: method.to_string(), path: path.to_string() });
+    }
+    Ok(endpoint)
+}
+
+fn model_endpoint<'a>(
+    model: &'a str,
+    rest: &[&'a str],
+    method: &Method,
+    path: &str,
+) -> Result<(Endpoint<'a>, Method), ApiError> {
+    let (version, action) = match rest {
+        ["versions", v, action @ ..] => (Some(*v), action),
+        action => (None, action),
+    };
+    let (action, expected) = match action {
+        [] => (ModelAction::Metadata, Method::GET),
+        ["ready"] => (ModelAction::Ready, Method::GET),
+        ["config"] => (ModelAction::Config, Method::GET),
+        ["infer"] => (ModelAction::Infer, Method::POST),
+        _ => return Err(no_route(method, path)),
+    };
+    if !valid_model_name(model) {
+        return Err(ApiError::Malformed(format!(
+            "invalid model name {model:?}: names match [A-Za-z0-9_.-]+ and are not `.` or `..`"
+        )));
+    }
+    let version = match version {
+        None => None,
+        Some(v) => Some(v.parse::<u64>().ok().filter(|&n| n > 0).ok_or_else(|| {
+            ApiError::Malformed(format!("invalid version {v:?}: versions are positive integers"))
+        })?),
+    };
+    Ok((Endpoint::Model { model, version, action }, expected))
+}
+
+fn no_route(method: &Method, path: &str) -> ApiError {
+    ApiError::NoRoute { method: method.to_string(), path: path.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_v2_path_parses() {
+        let get = Method::GET;
+        assert_eq!(route(&get, "/v2").unwrap(), Endpoint::ServerMetadata);
+        assert_eq!(route(&get, "/v2/health/ready").unwrap(), Endpoint::Ready);
+        assert_eq!(
+            route(&Method::POST, "/v2/models/m/versions/3/infer").unwrap(),
+            Endpoint::Model { model: "m", version: Some(3), action: ModelAction::Infer }
+        );
+        assert_eq!(
+            route(&get, "/v2/models/m/config").unwrap(),
+            Endpoint::Model { model: "m", version: None, action: ModelAction::Config }
+        );
+    }
+
+    #[test]
+    fn hostile_paths_are_refused() {
+        let get = Method::GET;
+        assert_eq!(route(&get, "/v2/models/../ready").unwrap_err().status(), http::StatusCode::BAD_REQUEST);
+        assert_eq!(route(&get, "/v2/models/a%2Fb").unwrap_err().status(), http::StatusCode::BAD_REQUEST);
+        assert_eq!(route(&get, "/v2/models/m/versions/x").unwrap_err().status(), http::StatusCode::BAD_REQUEST);
+        assert_eq!(route(&get, "/v3").unwrap_err().status(), http::StatusCode::NOT_FOUND);
+        assert_eq!(route(&get, "/v2/models/m/infer").unwrap_err().status(), http::StatusCode::METHOD_NOT_ALLOWED);
+    }
+}

@@ -1,0 +1,21 @@
+//! The inference gateway as a library: everything the `gateway` binary runs, so tests and
+//! benches drive exactly the same code.
+//!
+//! The data path, in module order: `protocol` (decode) → `routing` (pick) → `batching`
+//! (queue/batch) → `onnx` (ONNX Runtime) → `protocol` (encode), wired by `http` over the
+//! `registry` snapshot. Off to the side: `telemetry` (metrics), `admin` (control plane),
+//! `config` (validated settings).
+
+pub mod admin;
+mod app;
+pub mod batching;
+pub mod config;
+pub mod http;
+pub mod onnx;
+pub mod protocol;
+pub mod registry;
+pub mod routing;
+pub mod telemetry;
+pub mod tensor;
+
+pub use app::{Gateway, StartError};

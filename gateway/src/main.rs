@@ -1,0 +1,161 @@
+//! The `gateway` binary: command line, logging, the runtime, signals. Everything else is in
+//! the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use gateway::Gateway;
+use gateway::config::{self, ConfigError, GatewayConfig, Overrides};
+use gateway::registry::{self, OnFailure};
+
+#[derive(Parser)]
+#[command(name = "gateway", version, about = "Inference gateway: ONNX models over the Open Inference Protocol")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Config file (default: config/gateway.toml, unless --model-repository is given alone).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Serve every model found in DIR (alone), or the repository for models that name none.
+    #[arg(long, value_name = "DIR")]
+    model_repository: Option<PathBuf>,
+    /// Data-plane address (overrides server.listen).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Admin and metrics address (overrides server.admin_listen).
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<String>,
+    /// gRPC address (overrides server.grpc_listen).
+    #[arg(long, value_name = "ADDR")]
+    grpc_listen: Option<String>,
+    /// Log line format on stderr; the level filter comes from RUST_LOG (default: info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a config file, print the effective routing; exit 0 when valid, 1 otherwise.
+    CheckConfig {
+        file: PathBuf,
+        /// Also load every model version the config names.
+        #[arg(long)]
+        load_models: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let overrides = Overrides {
+        listen: cli.listen.clone(),
+        admin_listen: cli.admin_listen.clone(),
+        grpc_listen: cli.grpc_listen.clone(),
+        model_repository: cli.model_repository.clone(),
+    };
+    match &cli.command {
+        Some(Command::CheckConfig { file, load_models }) => check_config(file, &overrides, *load_models),
+        None => serve(&cli, &overrides),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn load_config(cli: &Cli, overrides: &Overrides) -> Result<GatewayConfig, ConfigError> {
+    match (&cli.config, &cli.model_repository) {
+        (Some(path), _) => config::load_file(path, overrides),
+        (None, Some(dir)) => config::from_repository(dir, overrides),
+        (None, None) => config::load_file(Path::new(config::DEFAULT_CONFIG_PATH), overrides),
+    }
+}
+
+fn serve(cli: &Cli, overrides: &Overrides) -> ExitCode {
+    let config = match load_config(cli, overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("gateway-io").build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let gateway = match Gateway::start(config).await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        wait_for_signals().await;
+        tracing::info!("shutting down: no new connections, finishing requests in flight");
+        gateway.shutdown();
+        gateway.wait().await;
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+/// Returns on SIGTERM or SIGINT.
+async fn wait_for_signals() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::warn!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}
+
+fn check_config(file: &Path, overrides: &Overrides, load_models: bool) -> ExitCode {
+    let config = match config::load_file(file, overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", config.describe_routing());
+    if load_models {
+        let config = Arc::new(config);
+        match registry::prepare(config, None, 1, OnFailure::RefuseAll) {
+            Ok(snapshot) => {
+                for m in snapshot.models.values() {
+                    for v in m.versions.values() {
+                        println!("{} v{}: inputs {:?} outputs {:?}", m.name, v.version, v.signature.inputs, v.signature.outputs);
+                    }
+                }
+            }
+            Err(problems) => {
+                println!("{}", ConfigError { problems });
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    println!("ok: {} is valid", file.display());
+    ExitCode::SUCCESS
+}

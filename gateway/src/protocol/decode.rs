@@ -1,0 +1,547 @@
+//! Decoding an infer request against a model's signature.
+//!
+//! The steps: split off the binary part (`Inference-Header-Content-Length`), parse the JSON
+//! header borrowing from the body, then for each input check name, datatype and shape against
+//! the signature and the element count against what the body could possibly hold, and only
+//! then decode its data (JSON, nested or flat, or binary). Inputs come out in the signature's
+//! order; requested outputs are resolved to signature indices.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use half::{bf16, f16};
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::ApiError;
+use super::binary;
+use crate::tensor::{DataType, ModelSignature, Tensor, TensorData, TensorSpec, element_count};
+
+/// A decoded, validated infer request.
+#[derive(Debug)]
+pub struct InferRequest {
+    pub id: Option<String>,
+    /// In the signature's input order.
+    pub inputs: Vec<Tensor>,
+    /// What to send back, in the order to send it.
+    pub outputs: Vec<OutputChoice>,
+}
+
+/// One output to return: its index in the signature, and whether as binary data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputChoice {
+    pub index: usize,
+    pub binary: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeLimits {
+    /// Cap on elements in one tensor, whatever the body size (guards BYTES and 0-size tricks).
+    pub max_elements: usize,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> DecodeLimits {
+        DecodeLimits { max_elements: 1 << 28 }
+    }
+}
+
+#[derive(Deserialize)]
+struct RawRequest<'a> {
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default)]
+    parameters: Option<RequestParameters>,
+    #[serde(borrow)]
+    inputs: Vec<RawInput<'a>>,
+    #[serde(default, borrow)]
+    outputs: Option<Vec<RawOutput<'a>>>,
+}
+
+#[derive(Deserialize, Default)]
+struct RequestParameters {
+    #[serde(default)]
+    binary_data_output: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct RawInput<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow)]
+    datatype: Cow<'a, str>,
+    shape: Vec<i64>,
+    #[serde(default)]
+    parameters: Option<InputParameters>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize, Default)]
+struct InputParameters {
+    #[serde(default)]
+    binary_data_size: Option<u64>,
+    #[serde(default)]
+    shared_memory_region: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct RawOutput<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(default)]
+    parameters: Option<OutputParameters>,
+}
+
+#[derive(Deserialize, Default)]
+struct OutputParameters {
+    #[serde(default)]
+    binary_data: Option<bool>,
+    #[serde(default)]
+    classification: Option<IgnoredAny>,
+    #[serde(default)]
+    shared_memory_region: Option<IgnoredAny>,
+}
+
+/// Decodes `body` (with the binary extension's JSON length when the header was present).
+pub fn decode_infer(
+    body: &[u8],
+    json_length: Option<usize>,
+    signature: &ModelSignature,
+    limits: &DecodeLimits,
+) -> Result<InferRequest, ApiError> {
+    let (json, mut binary_part) = split_body(body, json_length)?;
+    let raw: RawRequest<'_> = serde_json::from_slice(json).map_err(|e| malformed_json(&e))?;
+    let mut slots: Vec<Option<Tensor>> = vec![None; signature.inputs.len()];
+    for input in &raw.inputs {
+        let (index, spec) = signature.input(&input.name).ok_or_else(|| unknown_input(&input.name, signature))?;
+        if slots.get(index).is_some_and(Option::is_some) {
+            return Err(ApiError::Malformed(format!("input '{}' is given twice", input.name)));
+        }
+        let tensor = decode_input(input, spec, &mut binary_part, json.len(), limits)?;
+        if let Some(slot) = slots.get_mut(index) {
+            *slot = Some(tensor);
+        }
+    }
+    if !binary_part.is_empty() {
+        return Err(ApiError::Malformed(format!(
+            "{} bytes of binary data follow the inputs but no input claims them",
+            binary_part.len()
+        )));
+    }
+    let inputs = slots
+        .into_iter()
+        .zip(&signature.inputs)
+        .map(|(slot, spec)| slot.ok_or_else(|| ApiError::Mismatch(format!("missing input '{}'", spec.name))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let default_binary = raw.parameters.and_then(|p| p.binary_data_output).unwrap_or(false);
+    let outputs = choose_outputs(raw.outputs.as_deref(), signature, default_binary)?;
+    Ok(InferRequest { id: raw.id.map(Cow::into_owned), inputs, outputs })
+}
+
+fn split_body(body: &[u8], json_length: Option<usize>) -> Result<(&[u8], &[u8]), ApiError> {
+    match json_length {
+        None => Ok((body, &[])),
+        Some(n) if n <= body.len() => Ok(body.split_at(n)),
+        Some(n) => Err(ApiError::Malformed(format!(
+            "Inference-Header-Content-Length is {n} but the body has only {} bytes",
+            body.len()
+        ))),
+    }
+}
+
+fn malformed_json(e: &serde_json::Error) -> ApiError {
+    let what = match e.classify() {
+        serde_json::error::Category::Eof => "truncated JSON",
+        serde_json::error::Category::Syntax => "malformed JSON",
+        serde_json::error::Category::Data => "invalid infer request",
+        serde_json::error::Category::Io => "unreadable body",
+    };
+    ApiError::Malformed(format!("{what}: {e}"))
+}
+
+fn unknown_input(name: &str, signature: &ModelSignature) -> ApiError {
+    let known: Vec<&str> = signature.inputs.iter().map(|s| s.name.as_str()).collect();
+    ApiError::Mismatch(format!("unknown input '{name}'; the model's inputs are {known:?}"))
+}
+
+fn decode_input(
+    input: &RawInput<'_>,
+    spec: &TensorSpec,
+    binary_part: &mut &[u8],
+    json_len: usize,
+    limits: &DecodeLimits,
+) -> Result<Tensor, ApiError> {
+    let name = &input.name;
+    let datatype = DataType::parse(&input.datatype)
+        .ok_or_else(|| ApiError::Malformed(format!("input '{name}' has unknown datatype '{}'", input.datatype)))?;
+    if datatype != spec.datatype {
+        return Err(ApiError::Mismatch(format!(
+            "input '{name}' has datatype {datatype} but the model expects {}",
+            spec.datatype
+        )));
+    }
+    let shape = checked_shape(name, &input.shape, limits)?;
+    if let Some(problem) = spec.shape_mismatch(&shape) {
+        return Err(ApiError::Mismatch(problem));
+    }
+    let count = element_count(&shape).unwrap_or(usize::MAX);
+    let params = input.parameters.as_ref();
+    if params.is_some_and(|p| p.shared_memory_region.is_some()) {
+        return Err(ApiError::Malformed(format!(
+            "input '{name}': the shared-memory extension is not supported; send the data in the request"
+        )));
+    }
+    let data = match params.and_then(|p| p.binary_data_size) {
+        Some(size) => {
+            let size = usize::try_from(size).unwrap_or(usize::MAX);
+            if size > binary_part.len() {
+                return Err(ApiError::Malformed(format!(
+                    "input '{name}' has binary_data_size {size} but only {} bytes of binary data remain",
+                    binary_part.len()
+                )));
+            }
+            let (mine, rest) = binary_part.split_at(size);
+            *binary_part = rest;
+            binary::decode(name, datatype, count, mine)?
+        }
+        None => {
+            let raw = input
+                .data
+                .ok_or_else(|| ApiError::Malformed(format!("input '{name}' has neither data nor binary_data_size")))?;
+            // Every JSON element takes at least one byte: a larger count cannot match this body.
+            if count > json_len {
+                return Err(count_mismatch(name, &shape, count, None));
+            }
+            decode_json_data(name, datatype, count, raw)?
+        }
+    };
+    if data.len() != count {
+        return Err(count_mismatch(name, &shape, count, Some(data.len())));
+    }
+    Ok(Tensor { name: name.to_string(), shape, data })
+}
+
+fn checked_shape(name: &str, dims: &[i64], limits: &DecodeLimits) -> Result<Vec<usize>, ApiError> {
+    let mut shape = Vec::with_capacity(dims.len());
+    for &d in dims {
+        let d = usize::try_from(d)
+            .map_err(|_| ApiError::Malformed(format!("input '{name}' has a negative dimension in shape {dims:?}")))?;
+        shape.push(d);
+    }
+    match element_count(&shape) {
+        Some(n) if n <= limits.max_elements => Ok(shape),
+        _ => Err(ApiError::Malformed(format!(
+            "input '{name}' has shape {dims:?}, more than the {} elements a tensor may hold",
+            limits.max_elements
+        ))),
+    }
+}
+
+fn count_mismatch(name: &str, shape: &[usize], expected: usize, got: Option<usize>) -> ApiError {
+    let got = got.map_or_else(|| "fewer".to_string(), |g| g.to_string());
+    ApiError::Malformed(format!("input '{name}' has shape {shape:?} ({expected} elements) but its data has {got}"))
+}
+
+fn choose_outputs(
+    requested: Option<&[RawOutput<'_>]>,
+    signature: &ModelSignature,
+    default_binary: bool,
+) -> Result<Vec<OutputChoice>, ApiError> {
+    let Some(requested) = requested.filter(|r| !r.is_empty()) else {
+        return Ok((0..signature.outputs.len()).map(|index| OutputChoice { index, binary: default_binary }).collect());
+    };
+    let mut chosen: Vec<OutputChoice> = Vec::with_capacity(requested.len());
+    for out in requested {
+        let (index, _) = signature.output(&out.name).ok_or_else(|| {
+            let known: Vec<&str> = signature.outputs.iter().map(|s| s.name.as_str()).collect();
+            ApiError::Mismatch(format!("unknown requested output '{}'; the model's outputs are {known:?}", out.name))
+        })?;
+        let params = out.parameters.as_ref();
+        if params.is_some_and(|p| p.classification.is_some()) {
+            return Err(ApiError::Malformed(format!(
+                "output '{}': the classification extension is not supported",
+                out.name
+            )));
+        }
+        if params.is_some_and(|p| p.shared_memory_region.is_some()) {
+            return Err(ApiError::Malformed(format!(
+                "output '{}': the shared-memory extension is not supported",
+                out.name
+            )));
+        }
+        if chosen.iter().any(|c| c.index == index) {
+            return Err(ApiError::Malformed(format!("output '{}' is requested twice", out.name)));
+        }
+        let binary = params.and_then(|p| p.binary_data).unwrap_or(default_binary);
+        chosen.push(OutputChoice { index, binary });
+    }
+    Ok(chosen)
+}
+
+// ---- JSON data: nested or flat arrays, flattened into one typed vector ----
+
+/// A type that JSON numbers, booleans or strings can become.
+trait JsonElement: Sized {
+    const WHAT: &'static str;
+    fn from_i64(_: i64) -> Option<Self> {
+        None
+    }
+    fn from_u64(_: u64) -> Option<Self> {
+        None
+    }
+    fn from_f64(_: f64) -> Option<Self> {
+        None
+    }
+    fn from_bool(_: bool) -> Option<Self> {
+        None
+    }
+    fn from_str(_: &str) -> Option<Self> {
+        None
+    }
+}
+
+macro_rules! int_element {
+    ($($t:ty),*) => {$(
+        impl JsonElement for $t {
+            const WHAT: &'static str = concat!("an integer in the range of ", stringify!($t));
+            fn from_i64(v: i64) -> Option<Self> { <$t>::try_from(v).ok() }
+            fn from_u64(v: u64) -> Option<Self> { <$t>::try_from(v).ok() }
+        }
+    )*};
+}
+int_element!(u8, u16, u32, u64, i8, i16, i32, i64);
+
+/// Non-finite floats travel as the strings "NaN", "Infinity" and "-Infinity" (see encode).
+fn non_finite(s: &str) -> Option<f64> {
+    match s {
+        "NaN" | "nan" => Some(f64::NAN),
+        "Infinity" | "inf" | "+Infinity" => Some(f64::INFINITY),
+        "-Infinity" | "-inf" => Some(f64::NEG_INFINITY),
+        _ => None,
+    }
+}
+
+macro_rules! float_element {
+    ($t:ty, $from:expr) => {
+        impl JsonElement for $t {
+            const WHAT: &'static str = "a number";
+            fn from_i64(v: i64) -> Option<Self> {
+                Some($from(v as f64))
+            }
+            fn from_u64(v: u64) -> Option<Self> {
+                Some($from(v as f64))
+            }
+            fn from_f64(v: f64) -> Option<Self> {
+                Some($from(v))
+            }
+            fn from_str(s: &str) -> Option<Self> {
+                non_finite(s).map($from)
+            }
+        }
+    };
+}
+float_element!(f32, |v: f64| v as f32);
+float_element!(f64, |v: f64| v);
+float_element!(f16, f16::from_f64);
+float_element!(bf16, bf16::from_f64);
+
+impl JsonElement for bool {
+    const WHAT: &'static str = "true or false";
+    fn from_bool(v: bool) -> Option<Self> {
+        Some(v)
+    }
+}
+
+impl JsonElement for Vec<u8> {
+    const WHAT: &'static str = "a string";
+    fn from_str(s: &str) -> Option<Self> {
+        Some(s.as_bytes().to_vec())
+    }
+}
+
+/// Flattens any nesting of arrays into `out`; refuses more than `max` elements.
+struct Flatten<'v, T> {
+    out: &'v mut Vec<T>,
+    max: usize,
+}
+
+impl<'de, T: JsonElement> DeserializeSeed<'de> for Flatten<'_, T> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, T: JsonElement> Visitor<'de> for Flatten<'_, T> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} or an array of them", T::WHAT)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if let Some(n) = seq.size_hint() {
+            self.out.reserve(n.min(self.max.saturating_sub(self.out.len())));
+        }
+        while seq.next_element_seed(Flatten { out: &mut *self.out, max: self.max })?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
+        self.push(T::from_i64(v), || v.to_string())
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
+        self.push(T::from_u64(v), || v.to_string())
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
+        self.push(T::from_f64(v), || v.to_string())
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<(), E> {
+        self.push(T::from_bool(v), || v.to_string())
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        self.push(T::from_str(v), || format!("{v:?}"))
+    }
+}
+
+impl<T: JsonElement> Flatten<'_, T> {
+    fn push<E: serde::de::Error>(self, value: Option<T>, shown: impl FnOnce() -> String) -> Result<(), E> {
+        if self.out.len() >= self.max {
+            return Err(E::custom(format!("more than the {} elements its shape holds", self.max)));
+        }
+        match value {
+            Some(v) => {
+                self.out.push(v);
+                Ok(())
+            }
+            None => Err(E::custom(format!("element {} is {}, expected {}", self.out.len(), shown(), T::WHAT))),
+        }
+    }
+}
+
+fn flatten<T: JsonElement>(name: &str, datatype: DataType, count: usize, raw: &RawValue) -> Result<Vec<T>, ApiError> {
+    let mut out = Vec::with_capacity(count);
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    Flatten { out: &mut out, max: count }
+        .deserialize(&mut de)
+        .map_err(|e| ApiError::Malformed(format!("input '{name}' ({datatype}) data: {e}")))?;
+    Ok(out)
+}
+
+fn decode_json_data(name: &str, datatype: DataType, count: usize, raw: &RawValue) -> Result<TensorData, ApiError> {
+    Ok(match datatype {
+        DataType::Bool => TensorData::Bool(flatten(name, datatype, count, raw)?),
+        DataType::U8 => TensorData::U8(flatten(name, datatype, count, raw)?),
+        DataType::U16 => TensorData::U16(flatten(name, datatype, count, raw)?),
+        DataType::U32 => TensorData::U32(flatten(name, datatype, count, raw)?),
+        DataType::U64 => TensorData::U64(flatten(name, datatype, count, raw)?),
+        DataType::I8 => TensorData::I8(flatten(name, datatype, count, raw)?),
+        DataType::I16 => TensorData::I16(flatten(name, datatype, count, raw)?),
+        DataType::I32 => TensorData::I32(flatten(name, datatype, count, raw)?),
+        DataType::I64 => TensorData::I64(flatten(name, datatype, count, raw)?),
+        DataType::F16 => TensorData::F16(flatten(name, datatype, count, raw)?),
+        DataType::Bf16 => TensorData::Bf16(flatten(name, datatype, count, raw)?),
+        DataType::F32 => TensorData::F32(flatten(name, datatype, count, raw)?),
+        DataType::F64 => TensorData::F64(flatten(name, datatype, count, raw)?),
+        DataType::Bytes => TensorData::Bytes(flatten(name, datatype, count, raw)?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sig() -> ModelSignature {
+        ModelSignature {
+            inputs: vec![
+                TensorSpec { name: "x".into(), datatype: DataType::F32, shape: vec![-1, 2] },
+                TensorSpec { name: "n".into(), datatype: DataType::I64, shape: vec![-1] },
+            ],
+            outputs: vec![
+                TensorSpec { name: "y".into(), datatype: DataType::F32, shape: vec![-1, 2] },
+                TensorSpec { name: "z.out".into(), datatype: DataType::I64, shape: vec![-1] },
+            ],
+        }
+    }
+
+    fn decode(json: &str) -> Result<InferRequest, ApiError> {
+        decode_infer(json.as_bytes(), None, &sig(), &DecodeLimits::default())
+    }
+
+    #[test]
+    fn nested_and_flat_data_decode_the_same() {
+        let nested = decode(r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[2,2],"data":[[1,2],[3,4.5]]},{"name":"n","datatype":"INT64","shape":[1],"data":[7]}]}"#).unwrap();
+        let flat = decode(r#"{"inputs":[{"name":"n","datatype":"INT64","shape":[1],"data":[7]},{"name":"x","datatype":"FP32","shape":[2,2],"data":[1,2,3,4.5]}]}"#).unwrap();
+        assert_eq!(nested.inputs, flat.inputs);
+        assert_eq!(nested.inputs[0].data, TensorData::F32(vec![1.0, 2.0, 3.0, 4.5]));
+        assert_eq!(nested.outputs.len(), 2);
+    }
+
+    #[test]
+    fn each_hostile_input_gets_its_own_message() {
+        let cases = [
+            (r#"{"inputs":[{"name":"x""#, "truncated JSON"),
+            (r#"{"inputs":[}"#, "malformed JSON"),
+            (r#"{"inputs":[{"name":"q","datatype":"FP32","shape":[1],"data":[1]}]}"#, "unknown input 'q'"),
+            (r#"{"inputs":[{"name":"x","datatype":"INT32","shape":[1,2],"data":[1,2]}]}"#, "expects FP32"),
+            (r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[2],"data":[1,2]}]}"#, "rank 1"),
+            (r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1,2],"data":[1,2,3]}]}"#, "more than the 2 elements"),
+            (r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[2,2],"data":[1,2,3]}]}"#, "its data has 3"),
+            (r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[-1,2],"data":[1,2]}]}"#, "negative dimension"),
+            (r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[4611686018427387904,4611686018427387904],"data":[]}]}"#, "more than the"),
+            (r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1000000,2],"data":[1]}]}"#, "its data has fewer"),
+            (r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1,2],"data":[1,"a"]}]}"#, "expected a number"),
+            (r#"{"inputs":[{"name":"x","datatype":"FLOAT","shape":[1,2],"data":[1,2]}]}"#, "unknown datatype"),
+            (r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1,2],"data":[1,2]}]}"#, "missing input 'n'"),
+            (r#"{"inputs":[{"name":"n","datatype":"INT64","shape":[1],"data":[1.5]}]}"#, "expected an integer"),
+            (r#"{"inputs":[{"name":"n","datatype":"INT64","shape":[1],"data":[1]},{"name":"n","datatype":"INT64","shape":[1],"data":[1]}]}"#, "given twice"),
+        ];
+        for (body, expected) in cases {
+            let err = decode(body).unwrap_err();
+            assert!(err.to_string().contains(expected), "{body}\n  gave: {err}\n  wanted: {expected}");
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_overflowed() {
+        let deep = format!(
+            r#"{{"inputs":[{{"name":"n","datatype":"INT64","shape":[1],"data":{}1{}}}]}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let err = decode(&deep).unwrap_err();
+        assert_eq!(err.status(), http::StatusCode::BAD_REQUEST, "{err}");
+    }
+
+    #[test]
+    fn requested_outputs_resolve_to_indices_with_binary_flags() {
+        let r = decode(r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1,2],"data":[1,2]},{"name":"n","datatype":"INT64","shape":[1],"data":[1]}],"outputs":[{"name":"z.out","parameters":{"binary_data":true}}]}"#).unwrap();
+        assert_eq!(r.outputs, vec![OutputChoice { index: 1, binary: true }]);
+        let err = decode(r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1,2],"data":[1,2]},{"name":"n","datatype":"INT64","shape":[1],"data":[1]}],"outputs":[{"name":"nope"}]}"#).unwrap_err();
+        assert_eq!(err.status(), http::StatusCode::UNPROCESSABLE_ENTITY);
+    }
+
+    #[test]
+    fn binary_inputs_are_read_in_order() {
+        let json = r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1,2],"parameters":{"binary_data_size":8}},{"name":"n","datatype":"INT64","shape":[1],"parameters":{"binary_data_size":8}}]}"#;
+        let mut body = json.as_bytes().to_vec();
+        body.extend(1.5f32.to_le_bytes());
+        body.extend((-2.0f32).to_le_bytes());
+        body.extend(42i64.to_le_bytes());
+        let r = decode_infer(&body, Some(json.len()), &sig(), &DecodeLimits::default()).unwrap();
+        assert_eq!(r.inputs[0].data, TensorData::F32(vec![1.5, -2.0]));
+        assert_eq!(r.inputs[1].data, TensorData::I64(vec![42]));
+        body.push(0);
+        let err = decode_infer(&body, Some(json.len()), &sig(), &DecodeLimits::default()).unwrap_err();
+        assert!(err.to_string().contains("no input claims"), "{err}");
+    }
+
+    #[test]
+    fn non_finite_strings_decode_for_floats() {
+        let r = decode(r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1,2],"data":["NaN","-Infinity"]},{"name":"n","datatype":"INT64","shape":[1],"data":[1]}]}"#).unwrap();
+        let TensorData::F32(v) = &r.inputs[0].data else { panic!() };
+        assert!(v[0].is_nan() && v[1] == f32::NEG_INFINITY);
+    }
+}

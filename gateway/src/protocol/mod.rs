@@ -1,0 +1,94 @@
+//! The Open Inference Protocol (KServe V2) on the wire: request decoding (JSON, and Triton's
+//! binary tensor data extension), response encoding, metadata documents, and `ApiError` with
+//! its one mapping to HTTP status codes.
+//!
+//! Depends only on `tensor`. Decoding validates everything against the model's signature
+//! before allocating anything sized by the request.
+
+mod binary;
+mod decode;
+mod encode;
+pub mod metadata;
+
+use http::StatusCode;
+
+pub use decode::{DecodeLimits, InferRequest, OutputChoice, decode_infer};
+pub use encode::{EncodedResponse, encode_infer};
+
+/// Header naming the length of the JSON part of a binary-extension body.
+pub const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
+
+/// Everything a client can be told went wrong. Each variant's status is decided in `status`
+/// (no wildcard arm: a new variant must choose one).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not a valid V2 request (bad JSON, inconsistent sizes, negative dims...).
+    #[error("{0}")]
+    Malformed(String),
+    #[error("unknown model '{0}'")]
+    UnknownModel(String),
+    #[error("model '{model}' has no served version {version}")]
+    UnknownVersion { model: String, version: String },
+    #[error("no such endpoint: {method} {path}")]
+    NoRoute { method: String, path: String },
+    #[error("method {method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("request body is larger than the limit of {limit} bytes")]
+    TooLarge { limit: usize },
+    /// Well-formed, but not what this model takes (input name, datatype, shape, output name).
+    #[error("{0}")]
+    Mismatch(String),
+    #[error("model '{model}' is not ready: {reason}")]
+    NotReady { model: String, reason: String },
+    #[error("{0}")]
+    Overloaded(String),
+    #[error("{0}")]
+    TimedOut(String),
+    #[error("{0}")]
+    InferenceFailed(String),
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Malformed(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnknownModel(_) => StatusCode::NOT_FOUND,
+            ApiError::UnknownVersion { .. } => StatusCode::NOT_FOUND,
+            ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Mismatch(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::InferenceFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Seconds a client should wait before retrying, for the errors where retrying helps.
+    pub fn retry_after(&self) -> Option<u32> {
+        match self {
+            ApiError::Overloaded(_) | ApiError::ShuttingDown => Some(1),
+            ApiError::NotReady { .. } => Some(5),
+            _ => None,
+        }
+    }
+
+    /// The JSON body: `{"error": "..."}`.
+    pub fn body(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        out.extend_from_slice(b"{\"error\":");
+        encode::write_json_str(&mut out, &self.to_string());
+        out.push(b'}');
+        out
+    }
+}

@@ -1,0 +1,233 @@
+//! The serving state: every served version and every model's routing table, in ONE
+//! `ServingSnapshot` behind ONE `ArcSwap`.
+//!
+//! A change is prepared whole first (new versions loaded and warmed, unchanged ones reused),
+//! then flipped in a single store that cannot fail. A request loads the snapshot once and holds
+//! it to the end, so it finishes on the versions it started with; a version no longer named is
+//! freed when the last request holding the old snapshot finishes (its queue closes, its worker
+//! threads drain and exit).
+
+mod version;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+
+pub use version::{ServedVersion, VersionKey};
+
+use crate::batching::BatchPolicy;
+use crate::config::{ExecutionProvider, GatewayConfig, ModelConfig, Problem};
+use crate::onnx::{Provider, SessionOptions};
+use crate::routing::RoutingTable;
+
+/// One model as served: its loaded versions and its routing.
+pub struct ServedModel {
+    pub name: String,
+    pub versions: BTreeMap<u64, Arc<ServedVersion>>,
+    pub routing: RoutingTable,
+    /// Why the model is not served, when it could not be loaded at start-up.
+    pub failure: Option<String>,
+}
+
+impl ServedModel {
+    pub fn is_ready(&self) -> bool {
+        self.failure.is_none() && self.versions.contains_key(&self.routing.primary())
+    }
+
+    pub fn version(&self, version: u64) -> Option<&Arc<ServedVersion>> {
+        self.versions.get(&version)
+    }
+
+    pub fn primary(&self) -> Option<&Arc<ServedVersion>> {
+        self.versions.get(&self.routing.primary())
+    }
+}
+
+/// Everything a request needs, consistent with itself.
+pub struct ServingSnapshot {
+    pub generation: u64,
+    pub config: Arc<GatewayConfig>,
+    pub models: BTreeMap<String, ServedModel>,
+}
+
+impl ServingSnapshot {
+    pub fn model(&self, name: &str) -> Option<&ServedModel> {
+        self.models.get(name)
+    }
+
+    pub fn all_ready(&self) -> bool {
+        self.models.values().all(ServedModel::is_ready)
+    }
+
+    fn versions(&self) -> impl Iterator<Item = &Arc<ServedVersion>> {
+        self.models.values().flat_map(|m| m.versions.values())
+    }
+}
+
+pub struct Registry {
+    current: ArcSwap<ServingSnapshot>,
+    generations: AtomicU64,
+}
+
+impl Registry {
+    pub fn new(first: ServingSnapshot) -> Registry {
+        mark_loaded(None, &first);
+        let generations = AtomicU64::new(first.generation);
+        Registry { current: ArcSwap::from_pointee(first), generations }
+    }
+
+    /// The current snapshot; hold it for the whole request.
+    pub fn snapshot(&self) -> Arc<ServingSnapshot> {
+        self.current.load_full()
+    }
+
+    /// The generation number the next prepared snapshot should carry.
+    pub fn next_generation(&self) -> u64 {
+        self.generations.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Makes `next` current in one step; returns the previous snapshot (its versions that
+    /// `next` does not reuse are freed once every request holding it has finished).
+    pub fn flip(&self, next: ServingSnapshot) -> Arc<ServingSnapshot> {
+        let next = Arc::new(next);
+        let previous = self.current.swap(next.clone());
+        mark_loaded(Some(&previous), &next);
+        previous
+    }
+}
+
+/// Keeps `gateway_model_loaded` at 1 for every served version and 0 for dropped ones.
+fn mark_loaded(previous: Option<&ServingSnapshot>, next: &ServingSnapshot) {
+    if let Some(prev) = previous {
+        for v in prev.versions() {
+            let still = next.model(&v.model).is_some_and(|m| m.versions.contains_key(&v.version));
+            if !still {
+                v.metrics.loaded.set(0.0);
+            }
+        }
+    }
+    for v in next.versions() {
+        v.metrics.loaded.set(1.0);
+    }
+}
+
+/// How `prepare` treats a model that fails to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Start-up: report it, mark that model not ready, serve the others.
+    ServeOthers,
+    /// Reload: refuse the whole change.
+    RefuseAll,
+}
+
+/// Builds the snapshot for `config`: versions `previous` already runs with the same settings
+/// are reused, the others are loaded and warmed. Blocking (loads models).
+pub fn prepare(
+    config: Arc<GatewayConfig>,
+    previous: Option<&ServingSnapshot>,
+    generation: u64,
+    on_failure: OnFailure,
+) -> Result<ServingSnapshot, Vec<Problem>> {
+    let mut models = BTreeMap::new();
+    let mut problems = Vec::new();
+    for (name, model) in &config.models {
+        let reuse = previous.and_then(|p| p.model(name));
+        let (versions, mut model_problems) = load_versions(&config, model, reuse);
+        model_problems.extend(signature_problems(model, &versions));
+        let failure = if model_problems.is_empty() {
+            None
+        } else {
+            for p in &model_problems {
+                tracing::error!(model = %name, "{p}");
+            }
+            Some(model_problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+        };
+        problems.extend(model_problems);
+        let routing = routing_table(model);
+        let versions = if failure.is_some() { BTreeMap::new() } else { versions };
+        models.insert(name.clone(), ServedModel { name: name.clone(), versions, routing, failure });
+    }
+    if on_failure == OnFailure::RefuseAll && !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(ServingSnapshot { generation, config, models })
+}
+
+fn load_versions(
+    config: &GatewayConfig,
+    model: &ModelConfig,
+    reuse: Option<&ServedModel>,
+) -> (BTreeMap<u64, Arc<ServedVersion>>, Vec<Problem>) {
+    let mut versions = BTreeMap::new();
+    let mut problems = Vec::new();
+    for v in model.served_versions() {
+        let key = version_key(config, model, v);
+        if let Some(existing) = reuse.and_then(|m| m.version(v)).filter(|e| e.key == key) {
+            versions.insert(v, existing.clone());
+            continue;
+        }
+        match ServedVersion::load(&model.name, v, key) {
+            Ok(loaded) => {
+                versions.insert(v, Arc::new(loaded));
+            }
+            Err(e) => problems.push(Problem::new(model.version_path(v), e.to_string())),
+        }
+    }
+    (versions, problems)
+}
+
+/// Candidates and shadows must accept exactly the primary's inputs: they receive the same
+/// requests (shadows the very same decoded tensors).
+fn signature_problems(model: &ModelConfig, versions: &BTreeMap<u64, Arc<ServedVersion>>) -> Vec<Problem> {
+    let Some(primary) = versions.get(&model.routing.primary) else { return Vec::new() };
+    let others = model.routing.candidates.iter().chain(&model.routing.shadows).map(|w| w.version);
+    others
+        .filter_map(|v| {
+            let differences = primary.signature.input_differences(&versions.get(&v)?.signature);
+            (!differences.is_empty()).then(|| {
+                Problem::new(
+                    model.version_path(v),
+                    format!(
+                        "version {v} does not accept the primary's (v{}) inputs: {}",
+                        model.routing.primary,
+                        differences.join("; ")
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
+pub fn version_key(config: &GatewayConfig, model: &ModelConfig, version: u64) -> VersionKey {
+    VersionKey {
+        path: model.model_path(version),
+        instances: model.instances,
+        policy: BatchPolicy {
+            max_batch_size: model.batching.max_batch_size,
+            max_queue_delay: model.batching.max_queue_delay,
+            max_queue: model.batching.max_queue,
+        },
+        options: SessionOptions {
+            intra_op_threads: config.runtime.intra_op_threads,
+            intra_op_spinning: config.runtime.intra_op_spinning,
+            execution_providers: config
+                .runtime
+                .execution_providers
+                .iter()
+                .map(|p| match p {
+                    ExecutionProvider::Cpu => Provider::Cpu,
+                    ExecutionProvider::Cuda => Provider::Cuda,
+                })
+                .collect(),
+        },
+    }
+}
+
+pub fn routing_table(model: &ModelConfig) -> RoutingTable {
+    let r = &model.routing;
+    let candidates: Vec<(u64, f64)> = r.candidates.iter().map(|w| (w.version, w.percent)).collect();
+    let shadows: Vec<(u64, f64)> = r.shadows.iter().map(|w| (w.version, w.percent)).collect();
+    RoutingTable::new(r.primary, &candidates, &shadows).with_headers(r.sticky_header.clone(), r.pin_header.clone())
+}

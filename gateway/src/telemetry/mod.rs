@@ -1,0 +1,191 @@
+//! Every metric name once, their buckets, the label enums, and pre-registered handles so the
+//! request path records without looking names up.
+//!
+//! Label values come only from the config (model names, versions) and from the enums here,
+//! never from a raw request string, so their number stays bounded.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const REQUESTS_TOTAL: &str = "gateway_requests_total";
+pub const REQUEST_DURATION: &str = "gateway_request_duration_seconds";
+pub const QUEUE_DURATION: &str = "gateway_queue_duration_seconds";
+pub const INFERENCE_DURATION: &str = "gateway_inference_duration_seconds";
+pub const BATCH_SIZE: &str = "gateway_batch_size";
+pub const IN_FLIGHT: &str = "gateway_in_flight_requests";
+pub const MODEL_LOADED: &str = "gateway_model_loaded";
+
+const SECONDS_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0,
+];
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder (once per process) and returns the handle that renders it.
+/// A thread drains histogram samples every few seconds so memory stays flat between scrapes.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = bucketed().unwrap_or_else(|e| {
+                tracing::warn!("histogram buckets rejected ({e}); histograms become summaries");
+                PrometheusBuilder::new()
+            });
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+            }
+            let upkeep = handle.clone();
+            let _ = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                }
+            });
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn bucketed() -> Result<PrometheusBuilder, metrics_exporter_prometheus::BuildError> {
+    let mut builder = PrometheusBuilder::new();
+    for name in [REQUEST_DURATION, QUEUE_DURATION, INFERENCE_DURATION] {
+        builder = builder.set_buckets_for_metric(Matcher::Full(name.to_string()), SECONDS_BUCKETS)?;
+    }
+    builder.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.to_string()), BATCH_BUCKETS)
+}
+
+fn describe() {
+    metrics::describe_counter!(REQUESTS_TOTAL, "Inference requests, by outcome");
+    metrics::describe_histogram!(REQUEST_DURATION, metrics::Unit::Seconds, "Whole request, in the gateway");
+    metrics::describe_histogram!(QUEUE_DURATION, metrics::Unit::Seconds, "Waiting for a batch slot");
+    metrics::describe_histogram!(INFERENCE_DURATION, metrics::Unit::Seconds, "ONNX Runtime run, per batch");
+    metrics::describe_histogram!(BATCH_SIZE, "Rows per ONNX Runtime run");
+    metrics::describe_gauge!(IN_FLIGHT, "Requests being served now");
+    metrics::describe_gauge!(MODEL_LOADED, "1 per served model version");
+}
+
+/// Why a version answered a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Primary,
+    Candidate,
+    Shadow,
+    Pinned,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Primary, Role::Candidate, Role::Shadow, Role::Pinned];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Candidate => "candidate",
+            Role::Shadow => "shadow",
+            Role::Pinned => "pinned",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// How a request ended, as `gateway_requests_total{outcome}` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Ok,
+    ClientError,
+    ServerError,
+    Rejected,
+    Timeout,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 5] =
+        [Outcome::Ok, Outcome::ClientError, Outcome::ServerError, Outcome::Rejected, Outcome::Timeout];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::ClientError => "client_error",
+            Outcome::ServerError => "server_error",
+            Outcome::Rejected => "rejected",
+            Outcome::Timeout => "timeout",
+        }
+    }
+}
+
+/// Per (model, version, role): the request counters and latency histograms.
+#[derive(Clone)]
+pub struct RequestMetrics {
+    outcomes: [Counter; 5],
+    pub duration: Histogram,
+    pub queue: Histogram,
+}
+
+impl RequestMetrics {
+    fn new(model: &str, version: &str, role: &str) -> RequestMetrics {
+        let labels = [("model", model.to_string()), ("version", version.to_string()), ("role", role.to_string())];
+        let outcomes = Outcome::ALL.map(|o| {
+            let mut l = labels.to_vec();
+            l.push(("outcome", o.as_str().to_string()));
+            metrics::counter!(REQUESTS_TOTAL, &l)
+        });
+        RequestMetrics {
+            outcomes,
+            duration: metrics::histogram!(REQUEST_DURATION, &labels),
+            queue: metrics::histogram!(QUEUE_DURATION, &labels),
+        }
+    }
+
+    pub fn finish(&self, outcome: Outcome, elapsed: Duration) {
+        self.outcomes[outcome as usize].increment(1);
+        self.duration.record(elapsed.as_secs_f64());
+    }
+}
+
+/// Everything recorded about one served version.
+#[derive(Clone)]
+pub struct VersionMetrics {
+    roles: [RequestMetrics; 4],
+    pub batch_size: Histogram,
+    pub inference: Histogram,
+    pub loaded: Gauge,
+}
+
+impl VersionMetrics {
+    pub fn new(model: &str, version: u64) -> VersionMetrics {
+        let v = version.to_string();
+        let labels = [("model", model.to_string()), ("version", v.clone())];
+        VersionMetrics {
+            roles: Role::ALL.map(|r| RequestMetrics::new(model, &v, r.as_str())),
+            batch_size: metrics::histogram!(BATCH_SIZE, &labels),
+            inference: metrics::histogram!(INFERENCE_DURATION, &labels),
+            loaded: metrics::gauge!(MODEL_LOADED, &labels),
+        }
+    }
+
+    pub fn role(&self, role: Role) -> &RequestMetrics {
+        &self.roles[role.index()]
+    }
+}
+
+/// Requests that never reached a version (unknown model, rejected at the door): counted per
+/// model when the model is known, without labels otherwise.
+pub fn count_unrouted(model: Option<&str>, outcome: Outcome) {
+    match model {
+        Some(m) => metrics::counter!(REQUESTS_TOTAL, "model" => m.to_string(), "outcome" => outcome.as_str()).increment(1),
+        None => metrics::counter!(REQUESTS_TOTAL, "outcome" => outcome.as_str()).increment(1),
+    }
+}
+
+pub fn in_flight() -> Gauge {
+    metrics::gauge!(IN_FLIGHT)
+}
