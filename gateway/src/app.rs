@@ -21,7 +21,11 @@ pub enum StartError {
     #[error("{0}")]
     Runtime(#[from] OnnxError),
     #[error("cannot listen on {addr} ({what}): {source}")]
-    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("start-up was interrupted: {0}")]
     Interrupted(String),
 }
@@ -59,15 +63,32 @@ impl Gateway {
 
         let (shutdown, signal) = watch::channel(false);
         let limits = http::connection_limits(server);
-        let plane = Arc::new(DataPlane { registry: registry.clone(), decode_limits: DecodeLimits::default() });
-        let admin_plane =
-            Arc::new(AdminPlane { registry: registry.clone(), metrics, token: config.admin.token.clone() });
+        let plane = Arc::new(DataPlane {
+            registry: registry.clone(),
+            decode_limits: DecodeLimits::default(),
+        });
+        let admin_plane = Arc::new(AdminPlane {
+            registry: registry.clone(),
+            metrics,
+            token: config.admin.token.clone(),
+        });
         let servers = vec![
-            tokio::spawn(http::serve(data, http::data_service(plane, server), limits, signal.clone())),
+            tokio::spawn(http::serve(
+                data,
+                http::data_service(plane, server),
+                limits,
+                signal.clone(),
+            )),
             tokio::spawn(http::serve(admin, admin_service(admin_plane), limits, signal)),
         ];
         tracing::info!(%data_addr, %admin_addr, models = config.models.len(), "gateway serving");
-        Ok(Gateway { data_addr, admin_addr, registry, shutdown, servers })
+        Ok(Gateway {
+            data_addr,
+            admin_addr,
+            registry,
+            shutdown,
+            servers,
+        })
     }
 
     /// Stops accepting connections and lets in-flight requests finish (up to the drain timeout).
@@ -84,9 +105,12 @@ impl Gateway {
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { what, addr, source })
 }
 
 fn local_addr(what: &'static str, addr: SocketAddr, l: &TcpListener) -> Result<SocketAddr, StartError> {
-    l.local_addr().map_err(|source| StartError::Bind { what, addr, source })
+    l.local_addr()
+        .map_err(|source| StartError::Bind { what, addr, source })
 }

@@ -11,7 +11,11 @@ use gateway::config::{self, ConfigError, GatewayConfig, Overrides};
 use gateway::registry::{self, OnFailure};
 
 #[derive(Parser)]
-#[command(name = "gateway", version, about = "Inference gateway: ONNX models over the Open Inference Protocol")]
+#[command(
+    name = "gateway",
+    version,
+    about = "Inference gateway: ONNX models over the Open Inference Protocol"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -70,7 +74,9 @@ fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -93,7 +99,11 @@ fn serve(cli: &Cli, overrides: &Overrides) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("gateway-io").build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("gateway-io")
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
@@ -121,7 +131,8 @@ fn serve(cli: &Cli, overrides: &Overrides) -> ExitCode {
 /// Returns on SIGTERM or SIGINT.
 async fn wait_for_signals() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
         tracing::warn!("cannot install signal handlers; stop with SIGKILL");
         return std::future::pending().await;
     };
@@ -146,7 +157,10 @@ fn check_config(file: &Path, overrides: &Overrides, load_models: bool) -> ExitCo
             Ok(snapshot) => {
                 for m in snapshot.models.values() {
                     for v in m.versions.values() {
-                        println!("{} v{}: inputs {:?} outputs {:?}", m.name, v.version, v.signature.inputs, v.signature.outputs);
+                        println!(
+                            "{} v{}: inputs {:?} outputs {:?}",
+                            m.name, v.version, v.signature.inputs, v.signature.outputs
+                        );
                     }
                 }
             }

@@ -24,8 +24,12 @@ pub struct AdminPlane {
 
 pub fn admin_service(
     plane: Arc<AdminPlane>,
-) -> impl tower::Service<Request<Incoming>, Response = HttpResponse, Error = Infallible, Future = impl Send + 'static>
-+ Clone
+) -> impl tower::Service<
+    Request<Incoming>,
+    Response = HttpResponse,
+    Error = Infallible,
+    Future = impl Send + 'static,
+> + Clone
 + Send
 + 'static {
     tower::service_fn(move |req: Request<Incoming>| {
@@ -42,25 +46,36 @@ async fn handle(plane: &AdminPlane, req: Request<Incoming>) -> HttpResponse {
     }
     if path.starts_with("/admin/") && !authorized(plane.token.as_deref(), req.headers().get(AUTHORIZATION)) {
         let mut response = error(&ApiError::Unauthorized);
-        response.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer"));
+        response
+            .headers_mut()
+            .insert("www-authenticate", HeaderValue::from_static("Bearer"));
         return response;
     }
     match (method, path.as_str()) {
         (Method::GET, "/admin/models") => response::json(StatusCode::OK, &models(&plane.registry)),
         (Method::GET, "/admin/config") => response::json(StatusCode::OK, &routing(&plane.registry)),
-        (m, p) => error(&ApiError::NoRoute { method: m.to_string(), path: p.to_string() }),
+        (m, p) => error(&ApiError::NoRoute {
+            method: m.to_string(),
+            path: p.to_string(),
+        }),
     }
 }
 
 fn metrics(plane: &AdminPlane) -> HttpResponse {
     let text = plane.metrics.render();
-    response::bytes(StatusCode::OK, HeaderValue::from_static("text/plain; version=0.0.4"), text)
+    response::bytes(
+        StatusCode::OK,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+        text,
+    )
 }
 
 /// True when no token is configured, or the header carries exactly `Bearer <token>`.
 fn authorized(token: Option<&str>, header: Option<&HeaderValue>) -> bool {
     let Some(token) = token else { return true };
-    let Some(given) = header.and_then(|h| h.as_bytes().strip_prefix(b"Bearer ")) else { return false };
+    let Some(given) = header.and_then(|h| h.as_bytes().strip_prefix(b"Bearer ")) else {
+        return false;
+    };
     constant_time_eq(given, token.as_bytes())
 }
 
@@ -104,8 +119,14 @@ fn routing(registry: &Registry) -> Value {
         .values()
         .map(|m| {
             let r = &m.routing;
-            let candidates: Vec<Value> = r.candidates().map(|(v, p)| json!({ "version": v, "percent": p })).collect();
-            let shadows: Vec<Value> = r.shadow_shares().map(|(v, p)| json!({ "version": v, "percent": p })).collect();
+            let candidates: Vec<Value> = r
+                .candidates()
+                .map(|(v, p)| json!({ "version": v, "percent": p }))
+                .collect();
+            let shadows: Vec<Value> = r
+                .shadow_shares()
+                .map(|(v, p)| json!({ "version": v, "percent": p }))
+                .collect();
             let value = json!({
                 "primary": r.primary(),
                 "primary_percent": r.primary_percent(),
@@ -129,8 +150,14 @@ mod tests {
     fn bearer_token_must_match_exactly() {
         let ok = HeaderValue::from_static("Bearer s3cret");
         assert!(authorized(Some("s3cret"), Some(&ok)));
-        assert!(!authorized(Some("s3cret"), Some(&HeaderValue::from_static("Bearer s3cre"))));
-        assert!(!authorized(Some("s3cret"), Some(&HeaderValue::from_static("s3cret"))));
+        assert!(!authorized(
+            Some("s3cret"),
+            Some(&HeaderValue::from_static("Bearer s3cre"))
+        ));
+        assert!(!authorized(
+            Some("s3cret"),
+            Some(&HeaderValue::from_static("s3cret"))
+        ));
         assert!(!authorized(Some("s3cret"), None));
         assert!(authorized(None, None));
     }

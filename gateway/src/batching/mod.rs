@@ -81,7 +81,13 @@ pub struct QueueReceiver {
 
 pub fn queue(policy: &BatchPolicy) -> (Queue, QueueReceiver) {
     let (tx, rx) = crossbeam_channel::bounded(policy.max_queue);
-    (Queue { tx, capacity: policy.max_queue }, QueueReceiver { rx })
+    (
+        Queue {
+            tx,
+            capacity: policy.max_queue,
+        },
+        QueueReceiver { rx },
+    )
 }
 
 impl Queue {
@@ -90,14 +96,24 @@ impl Queue {
     pub async fn infer(&self, inputs: Arc<Vec<Tensor>>, deadline: Instant) -> Result<Completed, InferError> {
         let (reply, answer) = oneshot::channel();
         let rows = rows(&inputs);
-        let job = Job { inputs, rows, enqueued_at: Instant::now(), deadline, reply };
+        let job = Job {
+            inputs,
+            rows,
+            enqueued_at: Instant::now(),
+            deadline,
+            reply,
+        };
         self.tx.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) => InferError::QueueFull { capacity: self.capacity },
+            TrySendError::Full(_) => InferError::QueueFull {
+                capacity: self.capacity,
+            },
             TrySendError::Disconnected(_) => InferError::Closed,
         })?;
         match tokio::time::timeout_at(deadline.into(), answer).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(InferError::Failed { reason: "the worker stopped before answering".to_string() }),
+            Ok(Err(_)) => Err(InferError::Failed {
+                reason: "the worker stopped before answering".to_string(),
+            }),
             Err(_) => Err(InferError::TimedOut),
         }
     }
@@ -109,7 +125,13 @@ impl Queue {
 }
 
 /// The worker loop: returns when every `Queue` is dropped and the queue is drained.
-pub fn serve(receiver: QueueReceiver, runner: &mut dyn Runner, policy: BatchPolicy, batchable: bool, metrics: &VersionMetrics) {
+pub fn serve(
+    receiver: QueueReceiver,
+    runner: &mut dyn Runner,
+    policy: BatchPolicy,
+    batchable: bool,
+    metrics: &VersionMetrics,
+) {
     let rx = receiver.rx;
     let mut held: VecDeque<Job> = VecDeque::new();
     loop {
@@ -169,7 +191,10 @@ fn gather(first: Job, rx: &Receiver<Job>, held: &mut VecDeque<Job>, policy: &Bat
 
 fn run_batch(batch: Vec<Job>, runner: &mut dyn Runner, metrics: &VersionMetrics) {
     let started = Instant::now();
-    let live: Vec<Job> = batch.into_iter().filter_map(|job| still_wanted(job, started)).collect();
+    let live: Vec<Job> = batch
+        .into_iter()
+        .filter_map(|job| still_wanted(job, started))
+        .collect();
     if live.len() > 1 {
         let inputs: Vec<&[Tensor]> = live.iter().map(|j| j.inputs.as_slice()).collect();
         let row_counts: Vec<usize> = live.iter().map(|j| j.rows.unwrap_or(1)).collect();
@@ -221,10 +246,21 @@ fn timed_run(
     (result, elapsed)
 }
 
-fn answer(job: Job, result: Result<Vec<Tensor>, String>, run_started: Instant, elapsed: Duration, rows: usize) {
+fn answer(
+    job: Job,
+    result: Result<Vec<Tensor>, String>,
+    run_started: Instant,
+    elapsed: Duration,
+    rows: usize,
+) {
     let queue_time = run_started.saturating_duration_since(job.enqueued_at);
     let result = result
-        .map(|outputs| Completed { outputs, queue_time, inference_time: elapsed, batch_rows: rows })
+        .map(|outputs| Completed {
+            outputs,
+            queue_time,
+            inference_time: elapsed,
+            batch_rows: rows,
+        })
         .map_err(|reason| InferError::Failed { reason });
     let _ = job.reply.send(result);
 }
@@ -241,13 +277,19 @@ mod tests {
 
     impl Runner for Doubler {
         fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
-            let TensorData::F32(v) = &inputs[0].data else { return Err("wrong type".into()) };
+            let TensorData::F32(v) = &inputs[0].data else {
+                return Err("wrong type".into());
+            };
             if v.iter().any(|x| *x < 0.0) {
                 return Err("negative input".into());
             }
             self.runs.push(inputs[0].shape[0]);
             let data = TensorData::F32(v.iter().map(|x| x * 2.0).collect());
-            Ok(vec![Tensor { name: "y".into(), shape: inputs[0].shape.clone(), data }])
+            Ok(vec![Tensor {
+                name: "y".into(),
+                shape: inputs[0].shape.clone(),
+                data,
+            }])
         }
     }
 
@@ -260,20 +302,37 @@ mod tests {
     }
 
     fn policy(max_batch_size: usize) -> BatchPolicy {
-        BatchPolicy { max_batch_size, max_queue_delay: Duration::ZERO, max_queue: 64 }
+        BatchPolicy {
+            max_batch_size,
+            max_queue_delay: Duration::ZERO,
+            max_queue: 64,
+        }
     }
 
     /// Queues every request before the worker starts, so they are all waiting when it gathers.
-    fn run_all(policy: BatchPolicy, requests: Vec<Arc<Vec<Tensor>>>) -> (Vec<Result<Completed, InferError>>, Vec<usize>) {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    fn run_all(
+        policy: BatchPolicy,
+        requests: Vec<Arc<Vec<Tensor>>>,
+    ) -> (Vec<Result<Completed, InferError>>, Vec<usize>) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
         let (queue, receiver) = queue(&policy);
         let deadline = Instant::now() + Duration::from_secs(30);
-        let futures: Vec<_> = requests.into_iter().map(|r| {
-            let q = queue.clone();
-            rt.spawn(async move { q.infer(r, deadline).await })
-        }).collect();
+        let futures: Vec<_> = requests
+            .into_iter()
+            .map(|r| {
+                let q = queue.clone();
+                rt.spawn(async move { q.infer(r, deadline).await })
+            })
+            .collect();
         // Let every spawned request reach the queue before the worker starts.
-        rt.block_on(async { while queue.depth() < futures.len() { tokio::task::yield_now().await } });
+        rt.block_on(async {
+            while queue.depth() < futures.len() {
+                tokio::task::yield_now().await
+            }
+        });
         drop(queue);
         let metrics = VersionMetrics::new("test", 1);
         let worker = std::thread::spawn(move || {
@@ -291,7 +350,10 @@ mod tests {
         assert_eq!(runs, vec![4]);
         let firsts: Vec<Vec<f32>> = results
             .into_iter()
-            .map(|r| match &r.unwrap().outputs[0].data { TensorData::F32(v) => v.clone(), _ => vec![] })
+            .map(|r| match &r.unwrap().outputs[0].data {
+                TensorData::F32(v) => v.clone(),
+                _ => vec![],
+            })
             .collect();
         assert_eq!(firsts, vec![vec![2.0], vec![4.0, 6.0], vec![8.0]]);
     }
@@ -300,7 +362,12 @@ mod tests {
     fn a_failing_request_does_not_fail_its_batch_mates() {
         let (results, _) = run_all(policy(8), vec![input(&[1.0]), input(&[-1.0]), input(&[3.0])]);
         assert!(results[0].is_ok());
-        assert_eq!(results[1].as_ref().unwrap_err(), &InferError::Failed { reason: "negative input".into() });
+        assert_eq!(
+            results[1].as_ref().unwrap_err(),
+            &InferError::Failed {
+                reason: "negative input".into()
+            }
+        );
         assert!(results[2].is_ok());
     }
 
@@ -315,30 +382,53 @@ mod tests {
 
     #[test]
     fn expired_requests_are_answered_without_running() {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
         let (queue, receiver) = queue(&policy(1));
         let already_passed = Instant::now();
         let pending = rt.spawn({
             let q = queue.clone();
             async move { q.infer(input(&[1.0]), already_passed).await }
         });
-        rt.block_on(async { while queue.depth() < 1 { tokio::task::yield_now().await } });
+        rt.block_on(async {
+            while queue.depth() < 1 {
+                tokio::task::yield_now().await
+            }
+        });
         drop(queue);
         let mut runner = Doubler { runs: Vec::new() };
-        serve(receiver, &mut runner, policy(1), true, &VersionMetrics::new("test", 1));
+        serve(
+            receiver,
+            &mut runner,
+            policy(1),
+            true,
+            &VersionMetrics::new("test", 1),
+        );
         assert!(runner.runs.is_empty());
         assert_eq!(rt.block_on(pending).unwrap().unwrap_err(), InferError::TimedOut);
     }
 
     #[test]
     fn a_full_queue_refuses_at_once() {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-        let p = BatchPolicy { max_queue: 1, ..policy(1) };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let p = BatchPolicy {
+            max_queue: 1,
+            ..policy(1)
+        };
         let (queue, _receiver) = queue(&p);
         let deadline = Instant::now() + Duration::from_secs(30);
         let q = queue.clone();
         let _first = rt.spawn(async move { q.infer(input(&[1.0]), deadline).await });
-        rt.block_on(async { while queue.depth() < 1 { tokio::task::yield_now().await } });
+        rt.block_on(async {
+            while queue.depth() < 1 {
+                tokio::task::yield_now().await
+            }
+        });
         let second = rt.block_on(queue.infer(input(&[2.0]), deadline));
         assert_eq!(second.unwrap_err(), InferError::QueueFull { capacity: 1 });
     }

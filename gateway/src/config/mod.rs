@@ -27,13 +27,20 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Problem {
-        Problem { path: path.into(), message: message.into() }
+        Problem {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() { f.write_str(&self.message) } else { write!(f, "{}: {}", self.path, self.message) }
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
     }
 }
 
@@ -45,7 +52,12 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid configuration ({} problem{}):", self.problems.len(), plural(self.problems.len()))?;
+        write!(
+            f,
+            "invalid configuration ({} problem{}):",
+            self.problems.len(),
+            plural(self.problems.len())
+        )?;
         for p in &self.problems {
             write!(f, "\n  - {p}")?;
         }
@@ -165,7 +177,11 @@ pub struct BatchingConfig {
 
 impl Default for BatchingConfig {
     fn default() -> BatchingConfig {
-        BatchingConfig { max_batch_size: 1, max_queue_delay: Duration::ZERO, max_queue: 1024 }
+        BatchingConfig {
+            max_batch_size: 1,
+            max_queue_delay: Duration::ZERO,
+            max_queue: 1024,
+        }
     }
 }
 
@@ -226,7 +242,10 @@ pub fn parse(text: &str) -> Result<RawConfig, ConfigError> {
     if unknown.is_empty() {
         return Ok(raw);
     }
-    let problems = unknown.into_iter().map(|path| Problem::new(path, "unknown key")).collect();
+    let problems = unknown
+        .into_iter()
+        .map(|path| Problem::new(path, "unknown key"))
+        .collect();
     Err(ConfigError { problems })
 }
 

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use super::{ConfigError, Problem, RawConfig, RawModel, RawRouting};
 
 pub fn model_file(repository: &Path, model: &str, version: u64) -> PathBuf {
-    repository.join(model).join(version.to_string()).join("model.onnx")
+    repository
+        .join(model)
+        .join(version.to_string())
+        .join("model.onnx")
 }
 
 /// Model names are single path segments: `[A-Za-z0-9_.-]+`, never `.` or `..`.
@@ -15,7 +18,9 @@ pub fn valid_model_name(name: &str) -> bool {
     !name.is_empty()
         && name != "."
         && name != ".."
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// The versions of `model` present on disk (folders named by a positive integer holding a
@@ -37,16 +42,26 @@ pub fn versions_on_disk(repository: &Path, model: &str) -> Vec<u64> {
 /// the primary with all the traffic.
 pub fn scan_repository(dir: &Path) -> Result<RawConfig, ConfigError> {
     let entries = std::fs::read_dir(dir).map_err(|e| {
-        Problem::new("--model-repository", format!("cannot read {}: {e}", dir.display()))
+        Problem::new(
+            "--model-repository",
+            format!("cannot read {}: {e}", dir.display()),
+        )
     })?;
     let mut models = BTreeMap::new();
     for entry in entries.flatten() {
-        let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
         if !valid_model_name(&name) || !entry.path().is_dir() {
             continue;
         }
-        let Some(&highest) = versions_on_disk(dir, &name).last() else { continue };
-        let routing = RawRouting { primary: Some(highest), ..RawRouting::default() };
+        let Some(&highest) = versions_on_disk(dir, &name).last() else {
+            continue;
+        };
+        let routing = RawRouting {
+            primary: Some(highest),
+            ..RawRouting::default()
+        };
         let model = RawModel {
             repository: Some(dir.display().to_string()),
             routing: Some(routing),
@@ -57,11 +72,17 @@ pub fn scan_repository(dir: &Path) -> Result<RawConfig, ConfigError> {
     if models.is_empty() {
         return Err(Problem::new(
             "--model-repository",
-            format!("{} holds no model (expected <model>/<version>/model.onnx)", dir.display()),
+            format!(
+                "{} holds no model (expected <model>/<version>/model.onnx)",
+                dir.display()
+            ),
         )
         .into());
     }
-    Ok(RawConfig { models, ..RawConfig::default() })
+    Ok(RawConfig {
+        models,
+        ..RawConfig::default()
+    })
 }
 
 #[cfg(test)]

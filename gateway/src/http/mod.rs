@@ -32,7 +32,9 @@ pub fn data_service(
     server: &ServerConfig,
 ) -> impl tower::Service<
     Request<Incoming>,
-    Response = Response<impl Body<Data = Bytes, Error = impl Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static>,
+    Response = Response<
+        impl Body<Data = Bytes, Error = impl Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static,
+    >,
     Error = Infallible,
     Future = impl Send + 'static,
 > + Clone
@@ -44,14 +46,20 @@ pub fn data_service(
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request<Incoming>| {
-                    let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+                    let id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
                     tracing::debug_span!("request", method = %req.method(), path = %req.uri().path(), id)
                 })
                 .on_response(DefaultOnResponse::new().level(Level::DEBUG))
                 .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
         )
         .layer(AdmissionLayer::new(server.max_in_flight))
-        .layer(DeadlineLayer { timeout: server.request_timeout })
+        .layer(DeadlineLayer {
+            timeout: server.request_timeout,
+        })
         .service_fn(move |req| {
             let plane = plane.clone();
             async move { Ok::<_, Infallible>(handlers::handle(plane, req).await) }

@@ -37,8 +37,12 @@ pub struct ConnectionLimits {
 }
 
 /// Serves `service` on `listener` until `shutdown` turns true, then drains.
-pub async fn serve<S, B>(listener: TcpListener, service: S, limits: ConnectionLimits, mut shutdown: watch::Receiver<bool>)
-where
+pub async fn serve<S, B>(
+    listener: TcpListener,
+    service: S,
+    limits: ConnectionLimits,
+    mut shutdown: watch::Receiver<bool>,
+) where
     S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
     B: Body<Data = Bytes> + Send + 'static,
@@ -68,7 +72,10 @@ where
         }
     }
     drop(listener);
-    if tokio::time::timeout(limits.drain_timeout, tracker.idle()).await.is_err() {
+    if tokio::time::timeout(limits.drain_timeout, tracker.idle())
+        .await
+        .is_err()
+    {
         tracing::warn!(
             open = tracker.count(),
             "drain timeout reached; closing the connections still open"
@@ -78,7 +85,11 @@ where
 
 fn builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -101,8 +112,14 @@ async fn serve_connection<S, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(ActivityIo { inner: stream, activity: activity.clone() });
-    let service = TowerToHyperService::new(Counted { inner: service, activity: activity.clone() });
+    let io = TokioIo::new(ActivityIo {
+        inner: stream,
+        activity: activity.clone(),
+    });
+    let service = TowerToHyperService::new(Counted {
+        inner: service,
+        activity: activity.clone(),
+    });
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     let accepted = Instant::now();
@@ -145,11 +162,17 @@ struct Activity {
 
 impl Activity {
     fn new() -> Activity {
-        Activity { epoch: Instant::now(), last_ms: AtomicU64::new(0), in_flight: AtomicUsize::new(0), started: AtomicU64::new(0) }
+        Activity {
+            epoch: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            started: AtomicU64::new(0),
+        }
     }
 
     fn touch(&self) {
-        self.last_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
     fn last(&self) -> Instant {
@@ -178,7 +201,11 @@ struct ActivityIo {
 }
 
 impl AsyncRead for ActivityIo {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {

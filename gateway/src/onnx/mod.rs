@@ -32,7 +32,11 @@ pub struct SessionOptions {
 
 impl Default for SessionOptions {
     fn default() -> SessionOptions {
-        SessionOptions { intra_op_threads: 1, intra_op_spinning: false, execution_providers: vec![Provider::Cpu] }
+        SessionOptions {
+            intra_op_threads: 1,
+            intra_op_spinning: false,
+            execution_providers: vec![Provider::Cpu],
+        }
     }
 }
 

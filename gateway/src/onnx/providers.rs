@@ -6,14 +6,19 @@ use ort::session::builder::SessionBuilder;
 
 use super::Provider;
 
-pub(super) fn register(builder: SessionBuilder, providers: &[Provider]) -> Result<SessionBuilder, ort::Error> {
+pub(super) fn register(
+    builder: SessionBuilder,
+    providers: &[Provider],
+) -> Result<SessionBuilder, ort::Error> {
     let mut dispatch = Vec::new();
     for provider in providers {
         match provider {
             Provider::Cpu => {}
             Provider::Cuda => match cuda() {
                 Ok(ep) => dispatch.push(ep),
-                Err(why) => tracing::warn!("execution provider cuda unavailable ({why}); falling back to the next one"),
+                Err(why) => tracing::warn!(
+                    "execution provider cuda unavailable ({why}); falling back to the next one"
+                ),
             },
         }
     }

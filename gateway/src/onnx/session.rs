@@ -23,7 +23,10 @@ pub struct OnnxSession {
 impl OnnxSession {
     pub fn load(path: &Path, options: &SessionOptions) -> Result<OnnxSession, OnnxError> {
         let env = super::environment()?;
-        let fail = |e: &dyn std::fmt::Display| OnnxError::Load { path: path.to_path_buf(), reason: e.to_string() };
+        let fail = |e: &dyn std::fmt::Display| OnnxError::Load {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        };
         if !path.is_file() {
             return Err(fail(&"no such file"));
         }
@@ -45,10 +48,17 @@ impl OnnxSession {
         let selected = if skipped.is_empty() {
             None
         } else {
-            let selector = signature.outputs.iter().fold(OutputSelector::no_default(), |s, o| s.with(&o.name));
+            let selector = signature
+                .outputs
+                .iter()
+                .fold(OutputSelector::no_default(), |s, o| s.with(&o.name));
             Some(RunOptions::new().map_err(|e| fail(&e))?.with_outputs(selector))
         };
-        Ok(OnnxSession { session, signature, selected })
+        Ok(OnnxSession {
+            session,
+            signature,
+            selected,
+        })
     }
 
     pub fn signature(&self) -> &ModelSignature {
@@ -62,10 +72,15 @@ impl OnnxSession {
         for t in inputs {
             values.push((Cow::Borrowed(t.name.as_str()), input_value(t)?));
         }
-        let run_error = |e: ort::Error| OnnxError::Run { reason: e.to_string() };
+        let run_error = |e: ort::Error| OnnxError::Run {
+            reason: e.to_string(),
+        };
         let outputs = match &self.selected {
             None => self.session.run(values).map_err(run_error)?,
-            Some(options) => self.session.run_with_options(values, options).map_err(run_error)?,
+            Some(options) => self
+                .session
+                .run_with_options(values, options)
+                .map_err(run_error)?,
         };
         self.signature
             .outputs
@@ -87,9 +102,17 @@ impl OnnxSession {
             .inputs
             .iter()
             .map(|spec| {
-                let shape: Vec<usize> = spec.shape.iter().map(|&d| if d < 0 { 1 } else { d as usize }).collect();
+                let shape: Vec<usize> = spec
+                    .shape
+                    .iter()
+                    .map(|&d| if d < 0 { 1 } else { d as usize })
+                    .collect();
                 let len = shape.iter().product();
-                Tensor { name: spec.name.clone(), shape, data: TensorData::zeros(spec.datatype, len) }
+                Tensor {
+                    name: spec.name.clone(),
+                    shape,
+                    data: TensorData::zeros(spec.datatype, len),
+                }
             })
             .collect();
         self.run(&inputs).map(|_| ())
@@ -102,7 +125,13 @@ fn signature(session: &Session) -> Result<(ModelSignature, Vec<String>), String>
     for outlet in session.inputs() {
         match tensor_spec(outlet.name(), outlet.dtype()) {
             Some(spec) => inputs.push(spec?),
-            None => return Err(format!("input '{}' is not a tensor ({:?}); only tensors are served", outlet.name(), outlet.dtype())),
+            None => {
+                return Err(format!(
+                    "input '{}' is not a tensor ({:?}); only tensors are served",
+                    outlet.name(),
+                    outlet.dtype()
+                ));
+            }
         }
     }
     let mut outputs = Vec::new();
@@ -121,14 +150,18 @@ fn signature(session: &Session) -> Result<(ModelSignature, Vec<String>), String>
 
 /// `None` when the value is not a tensor; an error when it is one of a datatype we cannot serve.
 fn tensor_spec(name: &str, ty: &ValueType) -> Option<Result<TensorSpec, String>> {
-    let ValueType::Tensor { ty, shape, .. } = ty else { return None };
+    let ValueType::Tensor { ty, shape, .. } = ty else {
+        return None;
+    };
     Some(match datatype(*ty) {
         Some(datatype) => Ok(TensorSpec {
             name: name.to_string(),
             datatype,
             shape: shape.iter().map(|&d| if d < 0 { -1 } else { d }).collect(),
         }),
-        None => Err(format!("'{name}' has element type {ty:?}, which the V2 protocol cannot carry")),
+        None => Err(format!(
+            "'{name}' has element type {ty:?}, which the V2 protocol cannot carry"
+        )),
     })
 }
 
@@ -155,10 +188,14 @@ pub fn datatype(ty: TensorElementType) -> Option<DataType> {
 /// A borrowed view of the tensor's memory (strings are copied: ONNX Runtime wants C strings).
 fn input_value(t: &Tensor) -> Result<SessionInputValue<'_>, OnnxError> {
     let shape = t.shape.as_slice();
-    let bad = |e: ort::Error| OnnxError::Input { reason: format!("input '{}': {e}", t.name) };
+    let bad = |e: ort::Error| OnnxError::Input {
+        reason: format!("input '{}': {e}", t.name),
+    };
     macro_rules! view {
         ($v:expr) => {
-            TensorRef::from_array_view((shape, $v.as_slice())).map(SessionInputValue::from).map_err(bad)
+            TensorRef::from_array_view((shape, $v.as_slice()))
+                .map(SessionInputValue::from)
+                .map_err(bad)
         };
     }
     match &t.data {
@@ -181,7 +218,10 @@ fn input_value(t: &Tensor) -> Result<SessionInputValue<'_>, OnnxError> {
                 .map(|b| String::from_utf8(b.clone()))
                 .collect::<Result<Vec<String>, _>>()
                 .map_err(|_| OnnxError::Input {
-                    reason: format!("input '{}': BYTES elements must be UTF-8 for an ONNX string tensor", t.name),
+                    reason: format!(
+                        "input '{}': BYTES elements must be UTF-8 for an ONNX string tensor",
+                        t.name
+                    ),
                 })?;
             if strings.iter().any(|s| s.contains('\0')) {
                 return Err(OnnxError::Input {
@@ -196,15 +236,24 @@ fn input_value(t: &Tensor) -> Result<SessionInputValue<'_>, OnnxError> {
 }
 
 fn output_tensor(name: &str, value: &DynValue) -> Result<Tensor, OnnxError> {
-    let bad = |e: ort::Error| OnnxError::Run { reason: format!("reading output '{name}': {e}") };
+    let bad = |e: ort::Error| OnnxError::Run {
+        reason: format!("reading output '{name}': {e}"),
+    };
     let ty = match value.dtype() {
         ValueType::Tensor { ty, .. } => *ty,
-        other => return Err(OnnxError::Run { reason: format!("output '{name}' is not a tensor: {other:?}") }),
+        other => {
+            return Err(OnnxError::Run {
+                reason: format!("output '{name}' is not a tensor: {other:?}"),
+            });
+        }
     };
     macro_rules! take {
         ($t:ty, $variant:ident) => {{
             let (shape, data) = value.try_extract_tensor::<$t>().map_err(bad)?;
-            (shape.iter().map(|&d| d.max(0) as usize).collect(), TensorData::$variant(data.to_vec()))
+            (
+                shape.iter().map(|&d| d.max(0) as usize).collect(),
+                TensorData::$variant(data.to_vec()),
+            )
         }};
     }
     let (shape, data): (Vec<usize>, TensorData) = match datatype(ty) {
@@ -224,9 +273,20 @@ fn output_tensor(name: &str, value: &DynValue) -> Result<Tensor, OnnxError> {
         Some(DataType::Bytes) => {
             let (shape, strings) = value.try_extract_strings().map_err(bad)?;
             let shape = shape.iter().map(|&d| d.max(0) as usize).collect();
-            (shape, TensorData::Bytes(strings.into_iter().map(String::into_bytes).collect()))
+            (
+                shape,
+                TensorData::Bytes(strings.into_iter().map(String::into_bytes).collect()),
+            )
         }
-        None => return Err(OnnxError::Run { reason: format!("output '{name}' has unsupported type {ty:?}") }),
+        None => {
+            return Err(OnnxError::Run {
+                reason: format!("output '{name}' has unsupported type {ty:?}"),
+            });
+        }
     };
-    Ok(Tensor { name: name.to_string(), shape, data })
+    Ok(Tensor {
+        name: name.to_string(),
+        shape,
+        data,
+    })
 }

@@ -10,8 +10,8 @@ use std::borrow::Cow;
 use std::fmt;
 
 use half::{bf16, f16};
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::ApiError;
@@ -43,7 +43,9 @@ pub struct DecodeLimits {
 
 impl Default for DecodeLimits {
     fn default() -> DecodeLimits {
-        DecodeLimits { max_elements: 1 << 28 }
+        DecodeLimits {
+            max_elements: 1 << 28,
+        }
     }
 }
 
@@ -115,9 +117,14 @@ pub fn decode_infer(
     let raw: RawRequest<'_> = serde_json::from_slice(json).map_err(|e| malformed_json(&e))?;
     let mut slots: Vec<Option<Tensor>> = vec![None; signature.inputs.len()];
     for input in &raw.inputs {
-        let (index, spec) = signature.input(&input.name).ok_or_else(|| unknown_input(&input.name, signature))?;
+        let (index, spec) = signature
+            .input(&input.name)
+            .ok_or_else(|| unknown_input(&input.name, signature))?;
         if slots.get(index).is_some_and(Option::is_some) {
-            return Err(ApiError::Malformed(format!("input '{}' is given twice", input.name)));
+            return Err(ApiError::Malformed(format!(
+                "input '{}' is given twice",
+                input.name
+            )));
         }
         let tensor = decode_input(input, spec, &mut binary_part, json.len(), limits)?;
         if let Some(slot) = slots.get_mut(index) {
@@ -137,7 +144,11 @@ pub fn decode_infer(
         .collect::<Result<Vec<_>, _>>()?;
     let default_binary = raw.parameters.and_then(|p| p.binary_data_output).unwrap_or(false);
     let outputs = choose_outputs(raw.outputs.as_deref(), signature, default_binary)?;
-    Ok(InferRequest { id: raw.id.map(Cow::into_owned), inputs, outputs })
+    Ok(InferRequest {
+        id: raw.id.map(Cow::into_owned),
+        inputs,
+        outputs,
+    })
 }
 
 fn split_body(body: &[u8], json_length: Option<usize>) -> Result<(&[u8], &[u8]), ApiError> {
@@ -163,7 +174,9 @@ fn malformed_json(e: &serde_json::Error) -> ApiError {
 
 fn unknown_input(name: &str, signature: &ModelSignature) -> ApiError {
     let known: Vec<&str> = signature.inputs.iter().map(|s| s.name.as_str()).collect();
-    ApiError::Mismatch(format!("unknown input '{name}'; the model's inputs are {known:?}"))
+    ApiError::Mismatch(format!(
+        "unknown input '{name}'; the model's inputs are {known:?}"
+    ))
 }
 
 fn decode_input(
@@ -174,8 +187,12 @@ fn decode_input(
     limits: &DecodeLimits,
 ) -> Result<Tensor, ApiError> {
     let name = &input.name;
-    let datatype = DataType::parse(&input.datatype)
-        .ok_or_else(|| ApiError::Malformed(format!("input '{name}' has unknown datatype '{}'", input.datatype)))?;
+    let datatype = DataType::parse(&input.datatype).ok_or_else(|| {
+        ApiError::Malformed(format!(
+            "input '{name}' has unknown datatype '{}'",
+            input.datatype
+        ))
+    })?;
     if datatype != spec.datatype {
         return Err(ApiError::Mismatch(format!(
             "input '{name}' has datatype {datatype} but the model expects {}",
@@ -207,9 +224,9 @@ fn decode_input(
             binary::decode(name, datatype, count, mine)?
         }
         None => {
-            let raw = input
-                .data
-                .ok_or_else(|| ApiError::Malformed(format!("input '{name}' has neither data nor binary_data_size")))?;
+            let raw = input.data.ok_or_else(|| {
+                ApiError::Malformed(format!("input '{name}' has neither data nor binary_data_size"))
+            })?;
             // Every JSON element takes at least one byte: a larger count cannot match this body.
             if count > json_len {
                 return Err(count_mismatch(name, &shape, count, None));
@@ -220,14 +237,21 @@ fn decode_input(
     if data.len() != count {
         return Err(count_mismatch(name, &shape, count, Some(data.len())));
     }
-    Ok(Tensor { name: name.to_string(), shape, data })
+    Ok(Tensor {
+        name: name.to_string(),
+        shape,
+        data,
+    })
 }
 
 fn checked_shape(name: &str, dims: &[i64], limits: &DecodeLimits) -> Result<Vec<usize>, ApiError> {
     let mut shape = Vec::with_capacity(dims.len());
     for &d in dims {
-        let d = usize::try_from(d)
-            .map_err(|_| ApiError::Malformed(format!("input '{name}' has a negative dimension in shape {dims:?}")))?;
+        let d = usize::try_from(d).map_err(|_| {
+            ApiError::Malformed(format!(
+                "input '{name}' has a negative dimension in shape {dims:?}"
+            ))
+        })?;
         shape.push(d);
     }
     match element_count(&shape) {
@@ -241,7 +265,9 @@ fn checked_shape(name: &str, dims: &[i64], limits: &DecodeLimits) -> Result<Vec<
 
 fn count_mismatch(name: &str, shape: &[usize], expected: usize, got: Option<usize>) -> ApiError {
     let got = got.map_or_else(|| "fewer".to_string(), |g| g.to_string());
-    ApiError::Malformed(format!("input '{name}' has shape {shape:?} ({expected} elements) but its data has {got}"))
+    ApiError::Malformed(format!(
+        "input '{name}' has shape {shape:?} ({expected} elements) but its data has {got}"
+    ))
 }
 
 fn choose_outputs(
@@ -250,13 +276,21 @@ fn choose_outputs(
     default_binary: bool,
 ) -> Result<Vec<OutputChoice>, ApiError> {
     let Some(requested) = requested.filter(|r| !r.is_empty()) else {
-        return Ok((0..signature.outputs.len()).map(|index| OutputChoice { index, binary: default_binary }).collect());
+        return Ok((0..signature.outputs.len())
+            .map(|index| OutputChoice {
+                index,
+                binary: default_binary,
+            })
+            .collect());
     };
     let mut chosen: Vec<OutputChoice> = Vec::with_capacity(requested.len());
     for out in requested {
         let (index, _) = signature.output(&out.name).ok_or_else(|| {
             let known: Vec<&str> = signature.outputs.iter().map(|s| s.name.as_str()).collect();
-            ApiError::Mismatch(format!("unknown requested output '{}'; the model's outputs are {known:?}", out.name))
+            ApiError::Mismatch(format!(
+                "unknown requested output '{}'; the model's outputs are {known:?}",
+                out.name
+            ))
         })?;
         let params = out.parameters.as_ref();
         if params.is_some_and(|p| p.classification.is_some()) {
@@ -272,7 +306,10 @@ fn choose_outputs(
             )));
         }
         if chosen.iter().any(|c| c.index == index) {
-            return Err(ApiError::Malformed(format!("output '{}' is requested twice", out.name)));
+            return Err(ApiError::Malformed(format!(
+                "output '{}' is requested twice",
+                out.name
+            )));
         }
         let binary = params.and_then(|p| p.binary_data).unwrap_or(default_binary);
         chosen.push(OutputChoice { index, binary });
@@ -385,7 +422,13 @@ impl<'de, T: JsonElement> Visitor<'de> for Flatten<'_, T> {
         if let Some(n) = seq.size_hint() {
             self.out.reserve(n.min(self.max.saturating_sub(self.out.len())));
         }
-        while seq.next_element_seed(Flatten { out: &mut *self.out, max: self.max })?.is_some() {}
+        while seq
+            .next_element_seed(Flatten {
+                out: &mut *self.out,
+                max: self.max,
+            })?
+            .is_some()
+        {}
         Ok(())
     }
 
@@ -409,28 +452,49 @@ impl<'de, T: JsonElement> Visitor<'de> for Flatten<'_, T> {
 impl<T: JsonElement> Flatten<'_, T> {
     fn push<E: serde::de::Error>(self, value: Option<T>, shown: impl FnOnce() -> String) -> Result<(), E> {
         if self.out.len() >= self.max {
-            return Err(E::custom(format!("more than the {} elements its shape holds", self.max)));
+            return Err(E::custom(format!(
+                "more than the {} elements its shape holds",
+                self.max
+            )));
         }
         match value {
             Some(v) => {
                 self.out.push(v);
                 Ok(())
             }
-            None => Err(E::custom(format!("element {} is {}, expected {}", self.out.len(), shown(), T::WHAT))),
+            None => Err(E::custom(format!(
+                "element {} is {}, expected {}",
+                self.out.len(),
+                shown(),
+                T::WHAT
+            ))),
         }
     }
 }
 
-fn flatten<T: JsonElement>(name: &str, datatype: DataType, count: usize, raw: &RawValue) -> Result<Vec<T>, ApiError> {
+fn flatten<T: JsonElement>(
+    name: &str,
+    datatype: DataType,
+    count: usize,
+    raw: &RawValue,
+) -> Result<Vec<T>, ApiError> {
     let mut out = Vec::with_capacity(count);
     let mut de = serde_json::Deserializer::from_str(raw.get());
-    Flatten { out: &mut out, max: count }
-        .deserialize(&mut de)
-        .map_err(|e| ApiError::Malformed(format!("input '{name}' ({datatype}) data: {e}")))?;
+    Flatten {
+        out: &mut out,
+        max: count,
+    }
+    .deserialize(&mut de)
+    .map_err(|e| ApiError::Malformed(format!("input '{name}' ({datatype}) data: {e}")))?;
     Ok(out)
 }
 
-fn decode_json_data(name: &str, datatype: DataType, count: usize, raw: &RawValue) -> Result<TensorData, ApiError> {
+fn decode_json_data(
+    name: &str,
+    datatype: DataType,
+    count: usize,
+    raw: &RawValue,
+) -> Result<TensorData, ApiError> {
     Ok(match datatype {
         DataType::Bool => TensorData::Bool(flatten(name, datatype, count, raw)?),
         DataType::U8 => TensorData::U8(flatten(name, datatype, count, raw)?),
@@ -456,12 +520,28 @@ mod tests {
     fn sig() -> ModelSignature {
         ModelSignature {
             inputs: vec![
-                TensorSpec { name: "x".into(), datatype: DataType::F32, shape: vec![-1, 2] },
-                TensorSpec { name: "n".into(), datatype: DataType::I64, shape: vec![-1] },
+                TensorSpec {
+                    name: "x".into(),
+                    datatype: DataType::F32,
+                    shape: vec![-1, 2],
+                },
+                TensorSpec {
+                    name: "n".into(),
+                    datatype: DataType::I64,
+                    shape: vec![-1],
+                },
             ],
             outputs: vec![
-                TensorSpec { name: "y".into(), datatype: DataType::F32, shape: vec![-1, 2] },
-                TensorSpec { name: "z.out".into(), datatype: DataType::I64, shape: vec![-1] },
+                TensorSpec {
+                    name: "y".into(),
+                    datatype: DataType::F32,
+                    shape: vec![-1, 2],
+                },
+                TensorSpec {
+                    name: "z.out".into(),
+                    datatype: DataType::I64,
+                    shape: vec![-1],
+                },
             ],
         }
     }
@@ -484,23 +564,65 @@ mod tests {
         let cases = [
             (r#"{"inputs":[{"name":"x""#, "truncated JSON"),
             (r#"{"inputs":[}"#, "malformed JSON"),
-            (r#"{"inputs":[{"name":"q","datatype":"FP32","shape":[1],"data":[1]}]}"#, "unknown input 'q'"),
-            (r#"{"inputs":[{"name":"x","datatype":"INT32","shape":[1,2],"data":[1,2]}]}"#, "expects FP32"),
-            (r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[2],"data":[1,2]}]}"#, "rank 1"),
-            (r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1,2],"data":[1,2,3]}]}"#, "more than the 2 elements"),
-            (r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[2,2],"data":[1,2,3]}]}"#, "its data has 3"),
-            (r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[-1,2],"data":[1,2]}]}"#, "negative dimension"),
-            (r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[4611686018427387904,4611686018427387904],"data":[]}]}"#, "more than the"),
-            (r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1000000,2],"data":[1]}]}"#, "its data has fewer"),
-            (r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1,2],"data":[1,"a"]}]}"#, "expected a number"),
-            (r#"{"inputs":[{"name":"x","datatype":"FLOAT","shape":[1,2],"data":[1,2]}]}"#, "unknown datatype"),
-            (r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1,2],"data":[1,2]}]}"#, "missing input 'n'"),
-            (r#"{"inputs":[{"name":"n","datatype":"INT64","shape":[1],"data":[1.5]}]}"#, "expected an integer"),
-            (r#"{"inputs":[{"name":"n","datatype":"INT64","shape":[1],"data":[1]},{"name":"n","datatype":"INT64","shape":[1],"data":[1]}]}"#, "given twice"),
+            (
+                r#"{"inputs":[{"name":"q","datatype":"FP32","shape":[1],"data":[1]}]}"#,
+                "unknown input 'q'",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","datatype":"INT32","shape":[1,2],"data":[1,2]}]}"#,
+                "expects FP32",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[2],"data":[1,2]}]}"#,
+                "rank 1",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1,2],"data":[1,2,3]}]}"#,
+                "more than the 2 elements",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[2,2],"data":[1,2,3]}]}"#,
+                "its data has 3",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[-1,2],"data":[1,2]}]}"#,
+                "negative dimension",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[4611686018427387904,4611686018427387904],"data":[]}]}"#,
+                "more than the",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1000000,2],"data":[1]}]}"#,
+                "its data has fewer",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1,2],"data":[1,"a"]}]}"#,
+                "expected a number",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","datatype":"FLOAT","shape":[1,2],"data":[1,2]}]}"#,
+                "unknown datatype",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1,2],"data":[1,2]}]}"#,
+                "missing input 'n'",
+            ),
+            (
+                r#"{"inputs":[{"name":"n","datatype":"INT64","shape":[1],"data":[1.5]}]}"#,
+                "expected an integer",
+            ),
+            (
+                r#"{"inputs":[{"name":"n","datatype":"INT64","shape":[1],"data":[1]},{"name":"n","datatype":"INT64","shape":[1],"data":[1]}]}"#,
+                "given twice",
+            ),
         ];
         for (body, expected) in cases {
             let err = decode(body).unwrap_err();
-            assert!(err.to_string().contains(expected), "{body}\n  gave: {err}\n  wanted: {expected}");
+            assert!(
+                err.to_string().contains(expected),
+                "{body}\n  gave: {err}\n  wanted: {expected}"
+            );
         }
     }
 
@@ -518,7 +640,13 @@ mod tests {
     #[test]
     fn requested_outputs_resolve_to_indices_with_binary_flags() {
         let r = decode(r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1,2],"data":[1,2]},{"name":"n","datatype":"INT64","shape":[1],"data":[1]}],"outputs":[{"name":"z.out","parameters":{"binary_data":true}}]}"#).unwrap();
-        assert_eq!(r.outputs, vec![OutputChoice { index: 1, binary: true }]);
+        assert_eq!(
+            r.outputs,
+            vec![OutputChoice {
+                index: 1,
+                binary: true
+            }]
+        );
         let err = decode(r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1,2],"data":[1,2]},{"name":"n","datatype":"INT64","shape":[1],"data":[1]}],"outputs":[{"name":"nope"}]}"#).unwrap_err();
         assert_eq!(err.status(), http::StatusCode::UNPROCESSABLE_ENTITY);
     }
@@ -541,7 +669,9 @@ mod tests {
     #[test]
     fn non_finite_strings_decode_for_floats() {
         let r = decode(r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1,2],"data":["NaN","-Infinity"]},{"name":"n","datatype":"INT64","shape":[1],"data":[1]}]}"#).unwrap();
-        let TensorData::F32(v) = &r.inputs[0].data else { panic!() };
+        let TensorData::F32(v) = &r.inputs[0].data else {
+            panic!()
+        };
         assert!(v[0].is_nan() && v[1] == f32::NEG_INFINITY);
     }
 }

@@ -75,7 +75,10 @@ impl Registry {
     pub fn new(first: ServingSnapshot) -> Registry {
         mark_loaded(None, &first);
         let generations = AtomicU64::new(first.generation);
-        Registry { current: ArcSwap::from_pointee(first), generations }
+        Registry {
+            current: ArcSwap::from_pointee(first),
+            generations,
+        }
     }
 
     /// The current snapshot; hold it for the whole request.
@@ -102,7 +105,9 @@ impl Registry {
 fn mark_loaded(previous: Option<&ServingSnapshot>, next: &ServingSnapshot) {
     if let Some(prev) = previous {
         for v in prev.versions() {
-            let still = next.model(&v.model).is_some_and(|m| m.versions.contains_key(&v.version));
+            let still = next
+                .model(&v.model)
+                .is_some_and(|m| m.versions.contains_key(&v.version));
             if !still {
                 v.metrics.loaded.set(0.0);
             }
@@ -142,17 +147,39 @@ pub fn prepare(
             for p in &model_problems {
                 tracing::error!(model = %name, "{p}");
             }
-            Some(model_problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+            Some(
+                model_problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
         };
         problems.extend(model_problems);
         let routing = routing_table(model);
-        let versions = if failure.is_some() { BTreeMap::new() } else { versions };
-        models.insert(name.clone(), ServedModel { name: name.clone(), versions, routing, failure });
+        let versions = if failure.is_some() {
+            BTreeMap::new()
+        } else {
+            versions
+        };
+        models.insert(
+            name.clone(),
+            ServedModel {
+                name: name.clone(),
+                versions,
+                routing,
+                failure,
+            },
+        );
     }
     if on_failure == OnFailure::RefuseAll && !problems.is_empty() {
         return Err(problems);
     }
-    Ok(ServingSnapshot { generation, config, models })
+    Ok(ServingSnapshot {
+        generation,
+        config,
+        models,
+    })
 }
 
 fn load_versions(
@@ -181,8 +208,15 @@ fn load_versions(
 /// Candidates and shadows must accept exactly the primary's inputs: they receive the same
 /// requests (shadows the very same decoded tensors).
 fn signature_problems(model: &ModelConfig, versions: &BTreeMap<u64, Arc<ServedVersion>>) -> Vec<Problem> {
-    let Some(primary) = versions.get(&model.routing.primary) else { return Vec::new() };
-    let others = model.routing.candidates.iter().chain(&model.routing.shadows).map(|w| w.version);
+    let Some(primary) = versions.get(&model.routing.primary) else {
+        return Vec::new();
+    };
+    let others = model
+        .routing
+        .candidates
+        .iter()
+        .chain(&model.routing.shadows)
+        .map(|w| w.version);
     others
         .filter_map(|v| {
             let differences = primary.signature.input_differences(&versions.get(&v)?.signature);
@@ -229,5 +263,6 @@ pub fn routing_table(model: &ModelConfig) -> RoutingTable {
     let r = &model.routing;
     let candidates: Vec<(u64, f64)> = r.candidates.iter().map(|w| (w.version, w.percent)).collect();
     let shadows: Vec<(u64, f64)> = r.shadows.iter().map(|w| (w.version, w.percent)).collect();
-    RoutingTable::new(r.primary, &candidates, &shadows).with_headers(r.sticky_header.clone(), r.pin_header.clone())
+    RoutingTable::new(r.primary, &candidates, &shadows)
+        .with_headers(r.sticky_header.clone(), r.pin_header.clone())
 }

@@ -46,13 +46,22 @@ impl ServedVersion {
             }
             sessions.push(session);
         }
-        let signature = sessions.first().map(|s| s.signature().clone()).ok_or_else(|| OnnxError::Load {
-            path: key.path.clone(),
-            reason: "no session".to_string(),
-        })?;
+        let signature = sessions
+            .first()
+            .map(|s| s.signature().clone())
+            .ok_or_else(|| OnnxError::Load {
+                path: key.path.clone(),
+                reason: "no session".to_string(),
+            })?;
         let metrics = VersionMetrics::new(model, version);
         let (queue, receiver) = batching::queue(&key.policy);
-        let workers = spawn_workers(&format!("{model}-v{version}"), sessions, receiver, key.policy, &metrics)?;
+        let workers = spawn_workers(
+            &format!("{model}-v{version}"),
+            sessions,
+            receiver,
+            key.policy,
+            &metrics,
+        )?;
         tracing::info!(
             model,
             version,
@@ -85,7 +94,11 @@ impl ServedVersion {
     /// Rows per run the queue may form; 0 when the model cannot be batched (Triton's
     /// `max_batch_size` convention).
     pub fn max_batch_size(&self) -> usize {
-        if self.signature.is_batchable() && self.key.policy.max_batch_size > 1 { self.key.policy.max_batch_size } else { 0 }
+        if self.signature.is_batchable() && self.key.policy.max_batch_size > 1 {
+            self.key.policy.max_batch_size
+        } else {
+            0
+        }
     }
 
     pub fn queue_depth(&self) -> usize {

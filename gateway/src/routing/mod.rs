@@ -117,30 +117,52 @@ impl RoutingTable {
                 let mut start = 0;
                 for c in &self.candidates {
                     if bucket < start + c.buckets {
-                        return Route { version: c.version, role: Role::Candidate, reason: RouteReason::Sticky };
+                        return Route {
+                            version: c.version,
+                            role: Role::Candidate,
+                            reason: RouteReason::Sticky,
+                        };
                     }
                     start += c.buckets;
                 }
-                Route { version: self.primary, role: Role::Primary, reason: RouteReason::Sticky }
+                Route {
+                    version: self.primary,
+                    role: Role::Primary,
+                    reason: RouteReason::Sticky,
+                }
             }
             None => {
                 let point = uniform * 100.0;
                 let mut start = 0.0;
                 for c in &self.candidates {
                     if point < start + c.percent {
-                        return Route { version: c.version, role: Role::Candidate, reason: RouteReason::Candidate };
+                        return Route {
+                            version: c.version,
+                            role: Role::Candidate,
+                            reason: RouteReason::Candidate,
+                        };
                     }
                     start += c.percent;
                 }
-                Route { version: self.primary, role: Role::Primary, reason: RouteReason::Primary }
+                Route {
+                    version: self.primary,
+                    role: Role::Primary,
+                    reason: RouteReason::Primary,
+                }
             }
         }
     }
 
     /// The shadows that see a copy of this request: each samples independently with its own
     /// uniform draw from `draw`.
-    pub fn sample_shadows<'a>(&'a self, mut draw: impl FnMut() -> f64 + 'a) -> impl Iterator<Item = u64> + 'a {
-        self.shadows.iter().filter(move |s| s.percent >= 100.0 || draw() * 100.0 < s.percent).map(|s| s.version)
+    pub fn sample_shadows<'a>(
+        &'a self,
+        mut draw: impl FnMut() -> f64 + 'a,
+    ) -> impl Iterator<Item = u64> + 'a {
+        self.shadows
+            .iter()
+            .filter(move |s| s.percent >= 100.0 || draw() * 100.0 < s.percent)
+            .map(|s| s.version)
     }
 
     pub fn has_shadows(&self) -> bool {
@@ -197,7 +219,10 @@ mod tests {
         assert_eq!(t.pick(None, 0.05).version, 3);
         assert_eq!(t.pick(None, 0.149).version, 3);
         let p = t.pick(None, 0.15);
-        assert_eq!((p.version, p.reason, p.role), (1, RouteReason::Primary, Role::Primary));
+        assert_eq!(
+            (p.version, p.reason, p.role),
+            (1, RouteReason::Primary, Role::Primary)
+        );
         assert!((t.primary_percent() - 85.0).abs() < 1e-9);
     }
 

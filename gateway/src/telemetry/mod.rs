@@ -19,8 +19,8 @@ pub const IN_FLIGHT: &str = "gateway_in_flight_requests";
 pub const MODEL_LOADED: &str = "gateway_model_loaded";
 
 const SECONDS_BUCKETS: &[f64] = &[
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-    10.0,
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
 ];
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
 
@@ -41,12 +41,14 @@ pub fn install() -> PrometheusHandle {
                 tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
             }
             let upkeep = handle.clone();
-            let _ = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
-                loop {
-                    std::thread::sleep(Duration::from_secs(5));
-                    upkeep.run_upkeep();
-                }
-            });
+            let _ = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                });
             describe();
             handle
         })
@@ -63,9 +65,17 @@ fn bucketed() -> Result<PrometheusBuilder, metrics_exporter_prometheus::BuildErr
 
 fn describe() {
     metrics::describe_counter!(REQUESTS_TOTAL, "Inference requests, by outcome");
-    metrics::describe_histogram!(REQUEST_DURATION, metrics::Unit::Seconds, "Whole request, in the gateway");
+    metrics::describe_histogram!(
+        REQUEST_DURATION,
+        metrics::Unit::Seconds,
+        "Whole request, in the gateway"
+    );
     metrics::describe_histogram!(QUEUE_DURATION, metrics::Unit::Seconds, "Waiting for a batch slot");
-    metrics::describe_histogram!(INFERENCE_DURATION, metrics::Unit::Seconds, "ONNX Runtime run, per batch");
+    metrics::describe_histogram!(
+        INFERENCE_DURATION,
+        metrics::Unit::Seconds,
+        "ONNX Runtime run, per batch"
+    );
     metrics::describe_histogram!(BATCH_SIZE, "Rows per ONNX Runtime run");
     metrics::describe_gauge!(IN_FLIGHT, "Requests being served now");
     metrics::describe_gauge!(MODEL_LOADED, "1 per served model version");
@@ -108,8 +118,13 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 5] =
-        [Outcome::Ok, Outcome::ClientError, Outcome::ServerError, Outcome::Rejected, Outcome::Timeout];
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Ok,
+        Outcome::ClientError,
+        Outcome::ServerError,
+        Outcome::Rejected,
+        Outcome::Timeout,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -132,7 +147,11 @@ pub struct RequestMetrics {
 
 impl RequestMetrics {
     fn new(model: &str, version: &str, role: &str) -> RequestMetrics {
-        let labels = [("model", model.to_string()), ("version", version.to_string()), ("role", role.to_string())];
+        let labels = [
+            ("model", model.to_string()),
+            ("version", version.to_string()),
+            ("role", role.to_string()),
+        ];
         let outcomes = Outcome::ALL.map(|o| {
             let mut l = labels.to_vec();
             l.push(("outcome", o.as_str().to_string()));
@@ -181,7 +200,8 @@ impl VersionMetrics {
 /// model when the model is known, without labels otherwise.
 pub fn count_unrouted(model: Option<&str>, outcome: Outcome) {
     match model {
-        Some(m) => metrics::counter!(REQUESTS_TOTAL, "model" => m.to_string(), "outcome" => outcome.as_str()).increment(1),
+        Some(m) => metrics::counter!(REQUESTS_TOTAL, "model" => m.to_string(), "outcome" => outcome.as_str())
+            .increment(1),
         None => metrics::counter!(REQUESTS_TOTAL, "outcome" => outcome.as_str()).increment(1),
     }
 }

@@ -1,0 +1,168 @@
+//! Shared test harness: start a real gateway on 127.0.0.1:0 from a TOML snippet, and a small
+//! HTTP client. Every test file includes it with `mod common;`.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use gateway::Gateway;
+use gateway::config::{self, Overrides};
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+/// Absolute path of the repository's `models/` folder.
+pub fn repo() -> String {
+    format!("{}/../models", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Absolute path of the test models (`models/tests/`).
+pub fn test_repo() -> String {
+    format!("{}/../models/tests", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Replaces `REPO` and `TESTS` in `toml` with the model folders.
+pub fn with_paths(toml: &str) -> String {
+    toml.replace("TESTS", &test_repo()).replace("REPO", &repo())
+}
+
+pub struct TestGateway {
+    pub gateway: Option<Gateway>,
+    pub data: SocketAddr,
+    pub admin: SocketAddr,
+    pub client: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// Starts a gateway. `toml` holds the `[models...]` tables (and optionally more `[server]`
+/// keys via `server_extra`); listeners are bound on 127.0.0.1:0.
+pub async fn start(toml: &str) -> TestGateway {
+    start_with_server(toml, "").await
+}
+
+pub async fn start_with_server(toml: &str, server_extra: &str) -> TestGateway {
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{server_extra}\n{}",
+        with_paths(toml)
+    );
+    let cfg = config::from_toml(&text, &Overrides::default()).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    start_config(cfg).await
+}
+
+pub async fn start_config(cfg: config::GatewayConfig) -> TestGateway {
+    let gateway = Gateway::start(cfg).await.expect("gateway starts");
+    let data = gateway.data_addr;
+    let admin = gateway.admin_addr;
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    TestGateway {
+        gateway: Some(gateway),
+        data,
+        admin,
+        client,
+    }
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn error(&self) -> String {
+        self.json()["error"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+impl TestGateway {
+    pub async fn send(&self, request: Request<Full<Bytes>>) -> Reply {
+        let response = tokio::time::timeout(Duration::from_secs(60), self.client.request(request))
+            .await
+            .expect("response within 60 s")
+            .expect("request succeeds");
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.get_at(self.data, path).await
+    }
+
+    pub async fn get_at(&self, addr: SocketAddr, path: &str) -> Reply {
+        let req = Request::get(format!("http://{addr}{path}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        self.send(req).await
+    }
+
+    pub async fn post(&self, path: &str, body: impl Into<Bytes>, headers: &[(&str, &str)]) -> Reply {
+        let mut req = Request::post(format!("http://{}{path}", self.data));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.send(req.body(Full::new(body.into())).unwrap()).await
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Reply {
+        self.post(
+            path,
+            serde_json::to_vec(body).unwrap(),
+            &[("content-type", "application/json")],
+        )
+        .await
+    }
+
+    /// POST to `/v2/models/{model}/infer`.
+    pub async fn infer(&self, model: &str, body: &Value) -> Reply {
+        self.post_json(&format!("/v2/models/{model}/infer"), body).await
+    }
+
+    /// The admin plane's /metrics text.
+    pub async fn metrics(&self) -> String {
+        String::from_utf8(self.get_at(self.admin, "/metrics").await.body.to_vec()).unwrap()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(g) = self.gateway.take() {
+            g.shutdown();
+            g.wait().await;
+        }
+    }
+}
+
+/// The value of one sample in Prometheus text (0 when absent). `labels` must all be present.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A credit-scoring request body with `rows` rows of 8 features.
+pub fn credit_request(rows: usize) -> Value {
+    let data: Vec<f32> = (0..rows * 8)
+        .map(|i| ((i * 37 % 17) as f32 - 8.0) / 4.0)
+        .collect();
+    serde_json::json!({"inputs": [{"name": "features", "datatype": "FP32", "shape": [rows, 8], "data": data}]})
+}
+
+pub const CREDIT: &str = "[models.credit-scoring]\nrepository = \"REPO\"\nrouting = { primary = 1 }\n";
