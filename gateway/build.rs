@@ -49,16 +49,10 @@ fn emit(lib: &Path) {
 fn provide() -> Result<PathBuf, String> {
     let out_dir = PathBuf::from(env::var("OUT_DIR").map_err(|e| e.to_string())?);
     // OUT_DIR is <target>[/<triple>]/<profile>/build/<package>-<hash>/out
-    let profile_dir = out_dir
-        .ancestors()
-        .nth(3)
-        .ok_or("unexpected OUT_DIR layout")?
-        .to_path_buf();
+    let profile_dir = out_dir.ancestors().nth(3).ok_or("unexpected OUT_DIR layout")?.to_path_buf();
     let target_dir = profile_dir.parent().ok_or("unexpected OUT_DIR layout")?;
     let (package, platform) = wheel()?;
-    let cache = target_dir
-        .join("onnxruntime")
-        .join(format!("{package}-{ORT_VERSION}-{platform}"));
+    let cache = target_dir.join("onnxruntime").join(format!("{package}-{ORT_VERSION}-{platform}"));
     let lib = cache.join(format!("libonnxruntime.so.{ORT_VERSION}"));
     if !lib.exists() {
         fetch(&package, &platform, &cache)?;
@@ -74,15 +68,9 @@ fn wheel() -> Result<(String, String), String> {
     let os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
     if os != "linux" {
-        return Err(format!(
-            "no automatic fetch for target os `{os}`; set ORT_DYLIB_PATH"
-        ));
+        return Err(format!("no automatic fetch for target os `{os}`; set ORT_DYLIB_PATH"));
     }
-    let package = if env::var_os("CARGO_FEATURE_CUDA").is_some() {
-        "onnxruntime-gpu"
-    } else {
-        "onnxruntime"
-    };
+    let package = if env::var_os("CARGO_FEATURE_CUDA").is_some() { "onnxruntime-gpu" } else { "onnxruntime" };
     Ok((package.to_string(), format!("manylinux_2_28_{arch}")))
 }
 
@@ -93,23 +81,14 @@ fn fetch(package: &str, platform: &str, cache: &Path) -> Result<(), String> {
     let _ = fs::remove_dir_all(&staging);
     fs::create_dir_all(&staging).map_err(|e| format!("creating {}: {e}", staging.display()))?;
     let status = Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "download",
-            "--quiet",
-            "--no-deps",
-            "--only-binary=:all:",
-        ])
+        .args(["-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:"])
         .args(["--platform", platform, "--python-version", "3.11", "--dest"])
         .arg(&staging)
         .arg(format!("{package}=={ORT_VERSION}"))
         .status()
         .map_err(|e| format!("running `{python} -m pip download`: {e}"))?;
     if !status.success() {
-        return Err(format!(
-            "`{python} -m pip download {package}=={ORT_VERSION}` failed ({status})"
-        ));
+        return Err(format!("`{python} -m pip download {package}=={ORT_VERSION}` failed ({status})"));
     }
     let unpack = "import glob, os, sys, zipfile\n\
         dest = sys.argv[1]\n\
@@ -141,11 +120,8 @@ fn place(cache: &Path, dir: &Path) -> Result<(), String> {
     let entries = fs::read_dir(cache).map_err(|e| format!("reading {}: {e}", cache.display()))?;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
-        let target_name = if name.starts_with("libonnxruntime.so.") {
-            "libonnxruntime.so".to_string()
-        } else {
-            name
-        };
+        let target_name =
+            if name.starts_with("libonnxruntime.so.") { "libonnxruntime.so".to_string() } else { name };
         let target = dir.join(target_name);
         let source_len = entry.metadata().map(|m| m.len()).ok();
         if fs::metadata(&target).map(|m| m.len()).ok() == source_len {

@@ -281,6 +281,64 @@ def fixed():
     return save(os.path.join(ROOT, "tests", "fixed", "1"), graph)
 
 
+def mirror():
+    """Three versions sharing credit-scoring's signature, for shadow tests: v1 answers like
+    credit-scoring v1, v2 is slow (a 64-step Loop per request before the same head), v3 always
+    fails at run time (Gather with an index past the end)."""
+    rng = np.random.RandomState(7)
+    w1 = rng.normal(0, 0.6, (8, 16)).astype(np.float32)
+    b1 = rng.normal(0, 0.1, (16,)).astype(np.float32)
+    w2 = rng.normal(0, 0.6, (16, 2)).astype(np.float32)
+    head = [
+        helper.make_node("MatMul", ["x", "w1"], ["h0"]),
+        helper.make_node("Add", ["h0", "b1"], ["h1"]),
+        helper.make_node("Relu", ["h1"], ["h2"]),
+        helper.make_node("MatMul", ["h2", "w2"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        helper.make_node("ArgMax", ["probabilities"], ["label"], axis=1, keepdims=0),
+    ]
+    inits = [init("w1", w1), init("b1", b1), init("w2", w2)]
+    outputs = [
+        helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
+        helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 2]),
+    ]
+    inputs = [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 8])]
+    paths = []
+    # v1: the head straight on the features.
+    graph = helper.make_graph([helper.make_node("Identity", ["features"], ["x"])] + head, "mirror_v1", inputs, outputs, inits)
+    paths.append(save(os.path.join(ROOT, "tests", "mirror", "1"), graph))
+    # v2: many identity-like steps first (x -> x * 1 + 0 through a Loop), then the same head.
+    body = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["s_in", "eye"], ["s_out"]),
+            helper.make_node("Identity", ["c_in"], ["c_out"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("c_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("s_in", TensorProto.FLOAT, ["batch", 8]),
+        ],
+        [
+            helper.make_tensor_value_info("c_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("s_out", TensorProto.FLOAT, ["batch", 8]),
+        ],
+    )
+    slow_nodes = [helper.make_node("Loop", ["steps", "", "features"], ["x"], body=body)] + head
+    slow_inits = inits + [init("eye", np.eye(8, dtype=np.float32)), init("steps", np.array(200000, dtype=np.int64))]
+    graph = helper.make_graph(slow_nodes, "mirror_v2", inputs, outputs, slow_inits)
+    paths.append(save(os.path.join(ROOT, "tests", "mirror", "2"), graph))
+    # v3: Gather index 100 on an axis of size 8: fails on every run.
+    fail_nodes = [helper.make_node("Gather", ["features", "bad"], ["g"], axis=1),
+                  helper.make_node("Identity", ["features"], ["x"])] + head
+    fail_nodes.append(helper.make_node("Identity", ["g"], ["g_out"]))
+    graph = helper.make_graph(fail_nodes, "mirror_v3", inputs,
+                              outputs + [helper.make_tensor_value_info("g_out", TensorProto.FLOAT, ["batch", 1])],
+                              inits + [init("bad", np.array([100], dtype=np.int64))])
+    paths.append(save(os.path.join(ROOT, "tests", "mirror", "3"), graph))
+    return paths
+
+
 def broken():
     """Not an ONNX file at all: loading it must fail with its path and the reason."""
     path = os.path.join(ROOT, "tests", "broken", "1", "model.onnx")
@@ -361,6 +419,7 @@ def main():
         "iterations": np.array(3, dtype=np.int64), "x": rng.normal(0, 1, (2, 64)).astype(np.float32)}))
     path = fixed()
     refs.append(reference(path, "fixed", 1, {"x": np.arange(6, dtype=np.float32).reshape(2, 3)}))
+    mirror()
     broken()
     with open(os.path.join(ROOT, "tests", "reference.json"), "w") as f:
         f.write("[\n" + ",\n".join(json.dumps(r) for r in refs) + "\n]\n")

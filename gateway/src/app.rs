@@ -1,5 +1,5 @@
 //! Starting and stopping a whole gateway: load the models, bind the listeners, serve until
-//! told to stop, then drain.
+//! told to stop, then drain (connections first, then mirrored shadow requests).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,9 +11,11 @@ use tokio::task::JoinHandle;
 use crate::admin::{AdminPlane, admin_service};
 use crate::config::GatewayConfig;
 use crate::http::{self, DataPlane};
+use crate::inference::Inference;
 use crate::onnx::{self, OnnxError};
 use crate::protocol::DecodeLimits;
 use crate::registry::{self, OnFailure, Registry};
+use crate::reload::{ConfigSource, Reloader, watch_file};
 use crate::telemetry;
 
 #[derive(Debug, thiserror::Error)]
@@ -21,11 +23,7 @@ pub enum StartError {
     #[error("{0}")]
     Runtime(#[from] OnnxError),
     #[error("cannot listen on {addr} ({what}): {source}")]
-    Bind {
-        what: &'static str,
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("start-up was interrupted: {0}")]
     Interrupted(String),
 }
@@ -35,14 +33,26 @@ pub struct Gateway {
     pub data_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub registry: Arc<Registry>,
+    pub reloader: Arc<Reloader>,
+    inference: Arc<Inference>,
     shutdown: watch::Sender<bool>,
-    servers: Vec<JoinHandle<()>>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Gateway {
-    /// Loads every configured model (one that fails is reported and marked not ready; the
-    /// others serve), then binds and serves the data and admin planes.
+    /// Starts with a config built in code (nothing to reload from).
     pub async fn start(config: GatewayConfig) -> Result<Gateway, StartError> {
+        Gateway::start_with(config, ConfigSource::Fixed, false).await
+    }
+
+    /// Loads every configured model (one that fails is reported and marked not ready; the
+    /// others serve), binds and serves the data and admin planes, and watches the config file
+    /// when `watch` is set and the source is a file.
+    pub async fn start_with(
+        config: GatewayConfig,
+        source: ConfigSource,
+        watch: bool,
+    ) -> Result<Gateway, StartError> {
         let metrics = telemetry::install();
         onnx::environment()?;
         let config = Arc::new(config);
@@ -54,6 +64,8 @@ impl Gateway {
         .map_err(|e| StartError::Interrupted(e.to_string()))?
         .map_err(|problems| StartError::Interrupted(format!("{} problems", problems.len())))?;
         let registry = Arc::new(Registry::new(first));
+        let reloader = Arc::new(Reloader::new(registry.clone(), source.clone()));
+        let inference = Arc::new(Inference::default());
 
         let server = &config.server;
         let data = bind("data plane", server.listen).await?;
@@ -65,30 +77,24 @@ impl Gateway {
         let limits = http::connection_limits(server);
         let plane = Arc::new(DataPlane {
             registry: registry.clone(),
+            inference: inference.clone(),
             decode_limits: DecodeLimits::default(),
         });
         let admin_plane = Arc::new(AdminPlane {
             registry: registry.clone(),
+            reloader: reloader.clone(),
             metrics,
             token: config.admin.token.clone(),
         });
-        let servers = vec![
-            tokio::spawn(http::serve(
-                data,
-                http::data_service(plane, server),
-                limits,
-                signal.clone(),
-            )),
-            tokio::spawn(http::serve(admin, admin_service(admin_plane), limits, signal)),
+        let mut tasks = vec![
+            tokio::spawn(http::serve(data, http::data_service(plane, server), limits, signal.clone())),
+            tokio::spawn(http::serve(admin, admin_service(admin_plane), limits, signal.clone())),
         ];
+        if let (true, ConfigSource::File { path, .. }) = (watch, &source) {
+            tasks.push(tokio::spawn(watch_file(reloader.clone(), path.clone(), signal)));
+        }
         tracing::info!(%data_addr, %admin_addr, models = config.models.len(), "gateway serving");
-        Ok(Gateway {
-            data_addr,
-            admin_addr,
-            registry,
-            shutdown,
-            servers,
-        })
+        Ok(Gateway { data_addr, admin_addr, registry, reloader, inference, shutdown, tasks })
     }
 
     /// Stops accepting connections and lets in-flight requests finish (up to the drain timeout).
@@ -96,21 +102,22 @@ impl Gateway {
         let _ = self.shutdown.send(true);
     }
 
-    /// Waits until both listeners have drained.
+    /// Waits until the listeners have drained and mirrored requests have finished.
     pub async fn wait(self) {
-        for server in self.servers {
-            let _ = server.await;
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        let drain = self.registry.snapshot().config.server.drain_timeout;
+        if tokio::time::timeout(drain, self.inference.shadows.idle()).await.is_err() {
+            tracing::warn!("shadow requests still running at the end of the drain timeout");
         }
     }
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { what, addr, source })
+    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
 }
 
 fn local_addr(what: &'static str, addr: SocketAddr, l: &TcpListener) -> Result<SocketAddr, StartError> {
-    l.local_addr()
-        .map_err(|source| StartError::Bind { what, addr, source })
+    l.local_addr().map_err(|source| StartError::Bind { what, addr, source })
 }

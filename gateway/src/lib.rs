@@ -11,10 +11,14 @@ mod app;
 pub mod batching;
 pub mod config;
 pub mod http;
+pub mod inference;
 pub mod onnx;
 pub mod protocol;
 pub mod registry;
+pub mod reload;
 pub mod routing;
+pub mod shadow;
+mod tasks;
 pub mod telemetry;
 pub mod tensor;
 

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use gateway::Gateway;
 use gateway::config::{self, ConfigError, GatewayConfig, Overrides};
 use gateway::registry::{self, OnFailure};
+use gateway::reload::ConfigSource;
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +35,9 @@ struct Cli {
     /// gRPC address (overrides server.grpc_listen).
     #[arg(long, value_name = "ADDR")]
     grpc_listen: Option<String>,
+    /// Do not reload when the config file changes (SIGHUP and the admin API still do).
+    #[arg(long)]
+    no_watch: bool,
     /// Log line format on stderr; the level filter comes from RUST_LOG (default: info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -74,44 +78,47 @@ fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
 }
 
-fn load_config(cli: &Cli, overrides: &Overrides) -> Result<GatewayConfig, ConfigError> {
-    match (&cli.config, &cli.model_repository) {
-        (Some(path), _) => config::load_file(path, overrides),
-        (None, Some(dir)) => config::from_repository(dir, overrides),
-        (None, None) => config::load_file(Path::new(config::DEFAULT_CONFIG_PATH), overrides),
-    }
+/// The config, and where a reload re-reads it from.
+fn load_config(cli: &Cli, overrides: &Overrides) -> Result<(GatewayConfig, ConfigSource), ConfigError> {
+    let overrides = overrides.clone();
+    let (config, source) = match (&cli.config, &cli.model_repository) {
+        (None, Some(dir)) => (
+            config::from_repository(dir, &overrides)?,
+            ConfigSource::Repository { dir: dir.clone(), overrides },
+        ),
+        (path, _) => {
+            let path = path.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_CONFIG_PATH));
+            (config::load_file(&path, &overrides)?, ConfigSource::File { path, overrides })
+        }
+    };
+    Ok((config, source))
 }
 
 fn serve(cli: &Cli, overrides: &Overrides) -> ExitCode {
-    let config = match load_config(cli, overrides) {
+    let (config, source) = match load_config(cli, overrides) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("gateway-io")
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let runtime =
+        match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("gateway-io").build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("cannot start the async runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     runtime.block_on(async move {
-        let gateway = match Gateway::start(config).await {
+        let gateway = match Gateway::start_with(config, source, !cli.no_watch).await {
             Ok(g) => g,
             Err(e) => {
                 tracing::error!("{e}");
@@ -119,7 +126,7 @@ fn serve(cli: &Cli, overrides: &Overrides) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        wait_for_signals().await;
+        wait_for_signals(&gateway).await;
         tracing::info!("shutting down: no new connections, finishing requests in flight");
         gateway.shutdown();
         gateway.wait().await;
@@ -128,17 +135,23 @@ fn serve(cli: &Cli, overrides: &Overrides) -> ExitCode {
     })
 }
 
-/// Returns on SIGTERM or SIGINT.
-async fn wait_for_signals() {
+/// Reloads on SIGHUP; returns on SIGTERM or SIGINT.
+async fn wait_for_signals(gateway: &Gateway) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
     else {
         tracing::warn!("cannot install signal handlers; stop with SIGKILL");
         return std::future::pending().await;
     };
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => {
+                let _ = gateway.reloader.reload("SIGHUP").await;
+            }
+        }
     }
 }
 

@@ -80,10 +80,7 @@ impl DataType {
     }
 
     pub fn is_float(self) -> bool {
-        matches!(
-            self,
-            DataType::F16 | DataType::Bf16 | DataType::F32 | DataType::F64
-        )
+        matches!(self, DataType::F16 | DataType::Bf16 | DataType::F32 | DataType::F64)
     }
 }
 
@@ -200,9 +197,7 @@ impl TensorData {
                 }
             };
         }
-        ext!(
-            Bool, U8, U16, U32, U64, I8, I16, I32, I64, F16, Bf16, F32, F64, Bytes
-        )
+        ext!(Bool, U8, U16, U32, U64, I8, I16, I32, I64, F16, Bf16, F32, F64, Bytes)
     }
 
     /// Elements `range` as a new vector of the same datatype; `None` when out of bounds.
@@ -214,9 +209,7 @@ impl TensorData {
                 }
             };
         }
-        sl!(
-            Bool, U8, U16, U32, U64, I8, I16, I32, I64, F16, Bf16, F32, F64, Bytes
-        )
+        sl!(Bool, U8, U16, U32, U64, I8, I16, I32, I64, F16, Bf16, F32, F64, Bytes)
     }
 
     /// Every element as `f64` (BYTES: none). Used by monitoring and shadow comparison.
@@ -285,10 +278,7 @@ impl TensorSpec {
                 self.shape
             ));
         }
-        let bad = shape
-            .iter()
-            .zip(&self.shape)
-            .position(|(&got, &want)| want >= 0 && got as i64 != want)?;
+        let bad = shape.iter().zip(&self.shape).position(|(&got, &want)| want >= 0 && got as i64 != want)?;
         Some(format!(
             "input '{}' has shape {:?} but the model expects {:?} (dimension {bad} must be {})",
             self.name, shape, self.shape, self.shape[bad]
@@ -369,18 +359,10 @@ mod tests {
 
     #[test]
     fn shape_mismatch_names_rank_and_fixed_dims() {
-        let spec = TensorSpec {
-            name: "x".into(),
-            datatype: DataType::F32,
-            shape: vec![-1, 8],
-        };
+        let spec = TensorSpec { name: "x".into(), datatype: DataType::F32, shape: vec![-1, 8] };
         assert!(spec.shape_mismatch(&[3, 8]).is_none());
         assert!(spec.shape_mismatch(&[3]).unwrap().contains("rank 1"));
-        assert!(
-            spec.shape_mismatch(&[3, 7])
-                .unwrap()
-                .contains("dimension 1 must be 8")
-        );
+        assert!(spec.shape_mismatch(&[3, 7]).unwrap().contains("dimension 1 must be 8"));
     }
 
     #[test]
@@ -395,25 +377,14 @@ mod tests {
     #[test]
     fn input_differences_lists_each_problem() {
         let a = ModelSignature {
-            inputs: vec![TensorSpec {
-                name: "x".into(),
-                datatype: DataType::F32,
-                shape: vec![-1, 8],
-            }],
+            inputs: vec![TensorSpec { name: "x".into(), datatype: DataType::F32, shape: vec![-1, 8] }],
             outputs: vec![],
         };
         let b = ModelSignature {
-            inputs: vec![TensorSpec {
-                name: "y".into(),
-                datatype: DataType::F32,
-                shape: vec![-1, 8],
-            }],
+            inputs: vec![TensorSpec { name: "y".into(), datatype: DataType::F32, shape: vec![-1, 8] }],
             outputs: vec![],
         };
-        assert_eq!(
-            a.input_differences(&b),
-            vec!["input 'x' is missing", "input 'y' is extra"]
-        );
+        assert_eq!(a.input_differences(&b), vec!["input 'x' is missing", "input 'y' is extra"]);
         assert!(a.input_differences(&a).is_empty());
     }
 }

@@ -15,9 +15,11 @@ use serde_json::{Value, json};
 use crate::http::response::{self, HttpResponse, error};
 use crate::protocol::ApiError;
 use crate::registry::{Registry, ServedModel};
+use crate::reload::Reloader;
 
 pub struct AdminPlane {
     pub registry: Arc<Registry>,
+    pub reloader: Arc<Reloader>,
     pub metrics: PrometheusHandle,
     pub token: Option<String>,
 }
@@ -46,28 +48,31 @@ async fn handle(plane: &AdminPlane, req: Request<Incoming>) -> HttpResponse {
     }
     if path.starts_with("/admin/") && !authorized(plane.token.as_deref(), req.headers().get(AUTHORIZATION)) {
         let mut response = error(&ApiError::Unauthorized);
-        response
-            .headers_mut()
-            .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+        response.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer"));
         return response;
     }
     match (method, path.as_str()) {
         (Method::GET, "/admin/models") => response::json(StatusCode::OK, &models(&plane.registry)),
         (Method::GET, "/admin/config") => response::json(StatusCode::OK, &routing(&plane.registry)),
-        (m, p) => error(&ApiError::NoRoute {
-            method: m.to_string(),
-            path: p.to_string(),
-        }),
+        (Method::POST, "/admin/reload") => reload(plane).await,
+        (m, p) => error(&ApiError::NoRoute { method: m.to_string(), path: p.to_string() }),
+    }
+}
+
+/// 200 with what changed, or 400 with every problem; the running routing keeps serving.
+async fn reload(plane: &AdminPlane) -> HttpResponse {
+    match plane.reloader.reload("admin API").await {
+        Ok(report) => response::json(StatusCode::OK, &report),
+        Err(refused) => response::json(
+            StatusCode::BAD_REQUEST,
+            &json!({ "error": refused.to_string(), "problems": refused.problems }),
+        ),
     }
 }
 
 fn metrics(plane: &AdminPlane) -> HttpResponse {
     let text = plane.metrics.render();
-    response::bytes(
-        StatusCode::OK,
-        HeaderValue::from_static("text/plain; version=0.0.4"),
-        text,
-    )
+    response::bytes(StatusCode::OK, HeaderValue::from_static("text/plain; version=0.0.4"), text)
 }
 
 /// True when no token is configured, or the header carries exactly `Bearer <token>`.
@@ -119,14 +124,10 @@ fn routing(registry: &Registry) -> Value {
         .values()
         .map(|m| {
             let r = &m.routing;
-            let candidates: Vec<Value> = r
-                .candidates()
-                .map(|(v, p)| json!({ "version": v, "percent": p }))
-                .collect();
-            let shadows: Vec<Value> = r
-                .shadow_shares()
-                .map(|(v, p)| json!({ "version": v, "percent": p }))
-                .collect();
+            let candidates: Vec<Value> =
+                r.candidates().map(|(v, p)| json!({ "version": v, "percent": p })).collect();
+            let shadows: Vec<Value> =
+                r.shadow_shares().map(|(v, p)| json!({ "version": v, "percent": p })).collect();
             let value = json!({
                 "primary": r.primary(),
                 "primary_percent": r.primary_percent(),
@@ -150,14 +151,8 @@ mod tests {
     fn bearer_token_must_match_exactly() {
         let ok = HeaderValue::from_static("Bearer s3cret");
         assert!(authorized(Some("s3cret"), Some(&ok)));
-        assert!(!authorized(
-            Some("s3cret"),
-            Some(&HeaderValue::from_static("Bearer s3cre"))
-        ));
-        assert!(!authorized(
-            Some("s3cret"),
-            Some(&HeaderValue::from_static("s3cret"))
-        ));
+        assert!(!authorized(Some("s3cret"), Some(&HeaderValue::from_static("Bearer s3cre"))));
+        assert!(!authorized(Some("s3cret"), Some(&HeaderValue::from_static("s3cret"))));
         assert!(!authorized(Some("s3cret"), None));
         assert!(authorized(None, None));
     }

@@ -6,10 +6,7 @@ use crate::tensor::{Tensor, TensorData};
 /// (a 0-d input, or inputs that disagree on dim 0).
 pub fn rows(inputs: &[Tensor]) -> Option<usize> {
     let first = inputs.first()?.shape.first().copied()?;
-    inputs
-        .iter()
-        .all(|t| t.shape.first() == Some(&first))
-        .then_some(first)
+    inputs.iter().all(|t| t.shape.first() == Some(&first)).then_some(first)
 }
 
 /// True when `a` and `b` can share a run: same inputs, datatypes and non-batch dims.
@@ -37,11 +34,7 @@ pub fn concat(requests: &[&[Tensor]]) -> Option<Vec<Tensor>> {
                 return None;
             }
         }
-        stacked.push(Tensor {
-            name: template.name.clone(),
-            shape,
-            data,
-        });
+        stacked.push(Tensor { name: template.name.clone(), shape, data });
     }
     Some(stacked)
 }
@@ -50,10 +43,8 @@ pub fn concat(requests: &[&[Tensor]]) -> Option<Vec<Tensor>> {
 /// output does not carry the batch along dim 0 (then the requests must run one by one).
 pub fn split(outputs: Vec<Tensor>, row_counts: &[usize]) -> Option<Vec<Vec<Tensor>>> {
     let total: usize = row_counts.iter().sum();
-    let mut per_request: Vec<Vec<Tensor>> = row_counts
-        .iter()
-        .map(|_| Vec::with_capacity(outputs.len()))
-        .collect();
+    let mut per_request: Vec<Vec<Tensor>> =
+        row_counts.iter().map(|_| Vec::with_capacity(outputs.len())).collect();
     for output in outputs {
         if output.shape.first() != Some(&total) {
             return None;
@@ -64,11 +55,7 @@ pub fn split(outputs: Vec<Tensor>, row_counts: &[usize]) -> Option<Vec<Vec<Tenso
             let mut shape = output.shape.clone();
             *shape.first_mut()? = rows;
             let data = output.data.slice(offset * row_len..(offset + rows) * row_len)?;
-            slot.push(Tensor {
-                name: output.name.clone(),
-                shape,
-                data,
-            });
+            slot.push(Tensor { name: output.name.clone(), shape, data });
             offset += rows;
         }
     }
@@ -80,11 +67,7 @@ mod tests {
     use super::*;
 
     fn t(name: &str, shape: &[usize], data: Vec<f32>) -> Tensor {
-        Tensor {
-            name: name.into(),
-            shape: shape.to_vec(),
-            data: TensorData::F32(data),
-        }
+        Tensor { name: name.into(), shape: shape.to_vec(), data: TensorData::F32(data) }
     }
 
     #[test]
@@ -108,14 +91,8 @@ mod tests {
 
     #[test]
     fn rows_needs_a_shared_dim_zero() {
-        assert_eq!(
-            rows(&[t("x", &[3, 1], vec![0.0; 3]), t("y", &[3], vec![0.0; 3])]),
-            Some(3)
-        );
-        assert_eq!(
-            rows(&[t("x", &[3, 1], vec![0.0; 3]), t("y", &[2], vec![0.0; 2])]),
-            None
-        );
+        assert_eq!(rows(&[t("x", &[3, 1], vec![0.0; 3]), t("y", &[3], vec![0.0; 3])]), Some(3));
+        assert_eq!(rows(&[t("x", &[3, 1], vec![0.0; 3]), t("y", &[2], vec![0.0; 2])]), None);
         assert_eq!(rows(&[t("x", &[], vec![0.0])]), None);
     }
 

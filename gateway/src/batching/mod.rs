@@ -81,13 +81,7 @@ pub struct QueueReceiver {
 
 pub fn queue(policy: &BatchPolicy) -> (Queue, QueueReceiver) {
     let (tx, rx) = crossbeam_channel::bounded(policy.max_queue);
-    (
-        Queue {
-            tx,
-            capacity: policy.max_queue,
-        },
-        QueueReceiver { rx },
-    )
+    (Queue { tx, capacity: policy.max_queue }, QueueReceiver { rx })
 }
 
 impl Queue {
@@ -96,24 +90,16 @@ impl Queue {
     pub async fn infer(&self, inputs: Arc<Vec<Tensor>>, deadline: Instant) -> Result<Completed, InferError> {
         let (reply, answer) = oneshot::channel();
         let rows = rows(&inputs);
-        let job = Job {
-            inputs,
-            rows,
-            enqueued_at: Instant::now(),
-            deadline,
-            reply,
-        };
+        let job = Job { inputs, rows, enqueued_at: Instant::now(), deadline, reply };
         self.tx.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) => InferError::QueueFull {
-                capacity: self.capacity,
-            },
+            TrySendError::Full(_) => InferError::QueueFull { capacity: self.capacity },
             TrySendError::Disconnected(_) => InferError::Closed,
         })?;
         match tokio::time::timeout_at(deadline.into(), answer).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(InferError::Failed {
-                reason: "the worker stopped before answering".to_string(),
-            }),
+            Ok(Err(_)) => {
+                Err(InferError::Failed { reason: "the worker stopped before answering".to_string() })
+            }
             Err(_) => Err(InferError::TimedOut),
         }
     }
@@ -191,10 +177,7 @@ fn gather(first: Job, rx: &Receiver<Job>, held: &mut VecDeque<Job>, policy: &Bat
 
 fn run_batch(batch: Vec<Job>, runner: &mut dyn Runner, metrics: &VersionMetrics) {
     let started = Instant::now();
-    let live: Vec<Job> = batch
-        .into_iter()
-        .filter_map(|job| still_wanted(job, started))
-        .collect();
+    let live: Vec<Job> = batch.into_iter().filter_map(|job| still_wanted(job, started)).collect();
     if live.len() > 1 {
         let inputs: Vec<&[Tensor]> = live.iter().map(|j| j.inputs.as_slice()).collect();
         let row_counts: Vec<usize> = live.iter().map(|j| j.rows.unwrap_or(1)).collect();
@@ -255,12 +238,7 @@ fn answer(
 ) {
     let queue_time = run_started.saturating_duration_since(job.enqueued_at);
     let result = result
-        .map(|outputs| Completed {
-            outputs,
-            queue_time,
-            inference_time: elapsed,
-            batch_rows: rows,
-        })
+        .map(|outputs| Completed { outputs, queue_time, inference_time: elapsed, batch_rows: rows })
         .map_err(|reason| InferError::Failed { reason });
     let _ = job.reply.send(result);
 }
@@ -285,11 +263,7 @@ mod tests {
             }
             self.runs.push(inputs[0].shape[0]);
             let data = TensorData::F32(v.iter().map(|x| x * 2.0).collect());
-            Ok(vec![Tensor {
-                name: "y".into(),
-                shape: inputs[0].shape.clone(),
-                data,
-            }])
+            Ok(vec![Tensor { name: "y".into(), shape: inputs[0].shape.clone(), data }])
         }
     }
 
@@ -302,11 +276,7 @@ mod tests {
     }
 
     fn policy(max_batch_size: usize) -> BatchPolicy {
-        BatchPolicy {
-            max_batch_size,
-            max_queue_delay: Duration::ZERO,
-            max_queue: 64,
-        }
+        BatchPolicy { max_batch_size, max_queue_delay: Duration::ZERO, max_queue: 64 }
     }
 
     /// Queues every request before the worker starts, so they are all waiting when it gathers.
@@ -314,10 +284,7 @@ mod tests {
         policy: BatchPolicy,
         requests: Vec<Arc<Vec<Tensor>>>,
     ) -> (Vec<Result<Completed, InferError>>, Vec<usize>) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
         let (queue, receiver) = queue(&policy);
         let deadline = Instant::now() + Duration::from_secs(30);
         let futures: Vec<_> = requests
@@ -362,12 +329,7 @@ mod tests {
     fn a_failing_request_does_not_fail_its_batch_mates() {
         let (results, _) = run_all(policy(8), vec![input(&[1.0]), input(&[-1.0]), input(&[3.0])]);
         assert!(results[0].is_ok());
-        assert_eq!(
-            results[1].as_ref().unwrap_err(),
-            &InferError::Failed {
-                reason: "negative input".into()
-            }
-        );
+        assert_eq!(results[1].as_ref().unwrap_err(), &InferError::Failed { reason: "negative input".into() });
         assert!(results[2].is_ok());
     }
 
@@ -382,10 +344,7 @@ mod tests {
 
     #[test]
     fn expired_requests_are_answered_without_running() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
         let (queue, receiver) = queue(&policy(1));
         let already_passed = Instant::now();
         let pending = rt.spawn({
@@ -399,27 +358,15 @@ mod tests {
         });
         drop(queue);
         let mut runner = Doubler { runs: Vec::new() };
-        serve(
-            receiver,
-            &mut runner,
-            policy(1),
-            true,
-            &VersionMetrics::new("test", 1),
-        );
+        serve(receiver, &mut runner, policy(1), true, &VersionMetrics::new("test", 1));
         assert!(runner.runs.is_empty());
         assert_eq!(rt.block_on(pending).unwrap().unwrap_err(), InferError::TimedOut);
     }
 
     #[test]
     fn a_full_queue_refuses_at_once() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
-        let p = BatchPolicy {
-            max_queue: 1,
-            ..policy(1)
-        };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let p = BatchPolicy { max_queue: 1, ..policy(1) };
         let (queue, _receiver) = queue(&p);
         let deadline = Instant::now() + Duration::from_secs(30);
         let q = queue.clone();

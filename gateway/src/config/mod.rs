@@ -27,10 +27,7 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Problem {
-        Problem {
-            path: path.into(),
-            message: message.into(),
-        }
+        Problem { path: path.into(), message: message.into() }
     }
 }
 
@@ -52,12 +49,7 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid configuration ({} problem{}):",
-            self.problems.len(),
-            plural(self.problems.len())
-        )?;
+        write!(f, "invalid configuration ({} problem{}):", self.problems.len(), plural(self.problems.len()))?;
         for p in &self.problems {
             write!(f, "\n  - {p}")?;
         }
@@ -177,11 +169,7 @@ pub struct BatchingConfig {
 
 impl Default for BatchingConfig {
     fn default() -> BatchingConfig {
-        BatchingConfig {
-            max_batch_size: 1,
-            max_queue_delay: Duration::ZERO,
-            max_queue: 1024,
-        }
+        BatchingConfig { max_batch_size: 1, max_queue_delay: Duration::ZERO, max_queue: 1024 }
     }
 }
 
@@ -194,6 +182,8 @@ pub struct RoutingConfig {
     pub pin_only: Vec<u64>,
     pub sticky_header: Option<String>,
     pub pin_header: Option<String>,
+    /// Mirrored requests of this model running at once; more are dropped (and counted).
+    pub shadow_max_in_flight: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -242,10 +232,7 @@ pub fn parse(text: &str) -> Result<RawConfig, ConfigError> {
     if unknown.is_empty() {
         return Ok(raw);
     }
-    let problems = unknown
-        .into_iter()
-        .map(|path| Problem::new(path, "unknown key"))
-        .collect();
+    let problems = unknown.into_iter().map(|path| Problem::new(path, "unknown key")).collect();
     Err(ConfigError { problems })
 }
 
@@ -295,12 +282,7 @@ impl GatewayConfig {
         for m in self.models.values() {
             let r = &m.routing;
             let candidate_total: f64 = r.candidates.iter().map(|c| c.percent).sum();
-            out.push_str(&format!(
-                "{}: primary v{} {:.2}%",
-                m.name,
-                r.primary,
-                100.0 - candidate_total
-            ));
+            out.push_str(&format!("{}: primary v{} {:.2}%", m.name, r.primary, 100.0 - candidate_total));
             for c in &r.candidates {
                 out.push_str(&format!(", candidate v{} {:.2}%", c.version, c.percent));
             }

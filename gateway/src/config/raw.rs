@@ -70,6 +70,7 @@ pub struct RawRouting {
     pub versions: Vec<u64>,
     pub sticky_header: Option<String>,
     pub pin_header: Option<String>,
+    pub shadow_max_in_flight: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

@@ -7,10 +7,7 @@ use std::path::{Path, PathBuf};
 use super::{ConfigError, Problem, RawConfig, RawModel, RawRouting};
 
 pub fn model_file(repository: &Path, model: &str, version: u64) -> PathBuf {
-    repository
-        .join(model)
-        .join(version.to_string())
-        .join("model.onnx")
+    repository.join(model).join(version.to_string()).join("model.onnx")
 }
 
 /// Model names are single path segments: `[A-Za-z0-9_.-]+`, never `.` or `..`.
@@ -18,9 +15,7 @@ pub fn valid_model_name(name: &str) -> bool {
     !name.is_empty()
         && name != "."
         && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// The versions of `model` present on disk (folders named by a positive integer holding a
@@ -41,12 +36,8 @@ pub fn versions_on_disk(repository: &Path, model: &str) -> Vec<u64> {
 /// One model per sub-folder of `dir` that has at least one version; its highest version is
 /// the primary with all the traffic.
 pub fn scan_repository(dir: &Path) -> Result<RawConfig, ConfigError> {
-    let entries = std::fs::read_dir(dir).map_err(|e| {
-        Problem::new(
-            "--model-repository",
-            format!("cannot read {}: {e}", dir.display()),
-        )
-    })?;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| Problem::new("--model-repository", format!("cannot read {}: {e}", dir.display())))?;
     let mut models = BTreeMap::new();
     for entry in entries.flatten() {
         let Some(name) = entry.file_name().to_str().map(str::to_string) else {
@@ -58,10 +49,7 @@ pub fn scan_repository(dir: &Path) -> Result<RawConfig, ConfigError> {
         let Some(&highest) = versions_on_disk(dir, &name).last() else {
             continue;
         };
-        let routing = RawRouting {
-            primary: Some(highest),
-            ..RawRouting::default()
-        };
+        let routing = RawRouting { primary: Some(highest), ..RawRouting::default() };
         let model = RawModel {
             repository: Some(dir.display().to_string()),
             routing: Some(routing),
@@ -72,17 +60,11 @@ pub fn scan_repository(dir: &Path) -> Result<RawConfig, ConfigError> {
     if models.is_empty() {
         return Err(Problem::new(
             "--model-repository",
-            format!(
-                "{} holds no model (expected <model>/<version>/model.onnx)",
-                dir.display()
-            ),
+            format!("{} holds no model (expected <model>/<version>/model.onnx)", dir.display()),
         )
         .into());
     }
-    Ok(RawConfig {
-        models,
-        ..RawConfig::default()
-    })
+    Ok(RawConfig { models, ..RawConfig::default() })
 }
 
 #[cfg(test)]

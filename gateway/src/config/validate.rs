@@ -55,12 +55,7 @@ pub(super) fn validate(raw: &RawConfig) -> Result<GatewayConfig, ConfigError> {
         }
     }
     if c.problems.is_empty() {
-        Ok(GatewayConfig {
-            server,
-            admin,
-            runtime,
-            models,
-        })
+        Ok(GatewayConfig { server, admin, runtime, models })
     } else {
         Err(ConfigError { problems: c.problems })
     }
@@ -68,20 +63,10 @@ pub(super) fn validate(raw: &RawConfig) -> Result<GatewayConfig, ConfigError> {
 
 fn server(c: &mut Checker, s: &RawServer) -> ServerConfig {
     let listen = c.addr("server.listen", s.listen.as_deref(), DEFAULT_LISTEN);
-    let admin_listen = c.addr(
-        "server.admin_listen",
-        s.admin_listen.as_deref(),
-        DEFAULT_ADMIN_LISTEN,
-    );
-    let grpc_listen = s
-        .grpc_listen
-        .as_deref()
-        .map(|g| c.addr("server.grpc_listen", Some(g), g));
+    let admin_listen = c.addr("server.admin_listen", s.admin_listen.as_deref(), DEFAULT_ADMIN_LISTEN);
+    let grpc_listen = s.grpc_listen.as_deref().map(|g| c.addr("server.grpc_listen", Some(g), g));
     if listen.port() != 0 && listen == admin_listen {
-        c.problem(
-            "server.admin_listen",
-            format!("must differ from server.listen ({listen})"),
-        );
+        c.problem("server.admin_listen", format!("must differ from server.listen ({listen})"));
     }
     let ms = |v: u64| Duration::from_millis(v);
     ServerConfig {
@@ -95,13 +80,7 @@ fn server(c: &mut Checker, s: &RawServer) -> ServerConfig {
             1,
             MAX_REQUEST_BYTES_LIMIT,
         ) as usize,
-        request_timeout: ms(c.range(
-            "server.request_timeout_ms",
-            s.request_timeout_ms,
-            5000,
-            1,
-            3_600_000,
-        )),
+        request_timeout: ms(c.range("server.request_timeout_ms", s.request_timeout_ms, 5000, 1, 3_600_000)),
         max_in_flight: c.range("server.max_in_flight", s.max_in_flight, 1024, 1, 1_000_000) as usize,
         header_read_timeout: ms(c.range(
             "server.header_read_timeout_ms",
@@ -111,22 +90,12 @@ fn server(c: &mut Checker, s: &RawServer) -> ServerConfig {
             3_600_000,
         )),
         idle_timeout: ms(c.range("server.idle_timeout_ms", s.idle_timeout_ms, 60_000, 1, 86_400_000)),
-        drain_timeout: ms(c.range(
-            "server.drain_timeout_ms",
-            s.drain_timeout_ms,
-            30_000,
-            0,
-            3_600_000,
-        )),
+        drain_timeout: ms(c.range("server.drain_timeout_ms", s.drain_timeout_ms, 30_000, 0, 3_600_000)),
     }
 }
 
 fn admin(c: &mut Checker, a: &RawAdmin, server: &ServerConfig) -> AdminConfig {
-    let token = a
-        .token_env
-        .as_deref()
-        .and_then(|var| std::env::var(var).ok())
-        .filter(|t| !t.is_empty());
+    let token = a.token_env.as_deref().and_then(|var| std::env::var(var).ok()).filter(|t| !t.is_empty());
     if let Some(var) = &a.token_env {
         if var.is_empty() {
             c.problem("admin.token_env", "must name an environment variable");
@@ -145,22 +114,13 @@ fn admin(c: &mut Checker, a: &RawAdmin, server: &ServerConfig) -> AdminConfig {
             ),
         );
     }
-    AdminConfig {
-        token_env: a.token_env.clone(),
-        token,
-    }
+    AdminConfig { token_env: a.token_env.clone(), token }
 }
 
 fn runtime(c: &mut Checker, r: &RawRuntime) -> RuntimeConfig {
-    let names = r
-        .execution_providers
-        .clone()
-        .unwrap_or_else(|| vec!["cpu".to_string()]);
+    let names = r.execution_providers.clone().unwrap_or_else(|| vec!["cpu".to_string()]);
     if names.is_empty() {
-        c.problem(
-            "runtime.execution_providers",
-            "must name at least one provider (e.g. [\"cpu\"])",
-        );
+        c.problem("runtime.execution_providers", "must name at least one provider (e.g. [\"cpu\"])");
     }
     let mut providers = Vec::new();
     for (i, name) in names.iter().enumerate() {
@@ -183,19 +143,13 @@ fn runtime(c: &mut Checker, r: &RawRuntime) -> RuntimeConfig {
 fn model(c: &mut Checker, name: &str, m: &RawModel) -> Option<ModelConfig> {
     let path = format!("models.{name}");
     if !valid_model_name(name) {
-        c.problem(
-            &path,
-            "a model name must match [A-Za-z0-9_.-]+ and not be `.` or `..`",
-        );
+        c.problem(&path, "a model name must match [A-Za-z0-9_.-]+ and not be `.` or `..`");
         return None;
     }
     let repository = PathBuf::from(m.repository.as_deref().unwrap_or("models"));
     let repo_ok = repository.join(name).is_dir();
     if !repo_ok {
-        c.problem(
-            format!("{path}.repository"),
-            format!("{} has no folder {name:?}", repository.display()),
-        );
+        c.problem(format!("{path}.repository"), format!("{} has no folder {name:?}", repository.display()));
     }
     let instances = c.range(&format!("{path}.instances"), m.instances, 1, 1, 256) as usize;
     let batching = batching(c, &path, m.batching.as_ref());
@@ -204,22 +158,13 @@ fn model(c: &mut Checker, name: &str, m: &RawModel) -> Option<ModelConfig> {
         return None;
     };
     let routing = routing(c, &path, raw_routing)?;
-    let config = ModelConfig {
-        name: name.to_string(),
-        repository,
-        instances,
-        batching,
-        routing,
-    };
+    let config = ModelConfig { name: name.to_string(), repository, instances, batching, routing };
     if repo_ok {
         for v in config.served_versions() {
             if !config.model_path(v).is_file() {
                 c.problem(
                     config.version_path(v),
-                    format!(
-                        "version {v} does not exist: no file {}",
-                        config.model_path(v).display()
-                    ),
+                    format!("version {v} does not exist: no file {}", config.model_path(v).display()),
                 );
             }
         }
@@ -258,10 +203,7 @@ fn routing(c: &mut Checker, model_path: &str, r: &RawRouting) -> Option<RoutingC
     let shadows = weighted_list(c, &format!("{path}.shadows"), &r.shadows, primary);
     let total: f64 = candidates.iter().map(|w| w.percent).sum();
     if total > 100.0 + 1e-9 {
-        c.problem(
-            format!("{path}.candidates"),
-            format!("percents add up to {total}, more than 100"),
-        );
+        c.problem(format!("{path}.candidates"), format!("percents add up to {total}, more than 100"));
     }
     let routed: BTreeSet<u64> = candidates.iter().map(|w| w.version).chain([primary]).collect();
     for (i, s) in shadows.iter().enumerate() {
@@ -277,19 +219,13 @@ fn routing(c: &mut Checker, model_path: &str, r: &RawRouting) -> Option<RoutingC
     }
     for (i, &v) in r.versions.iter().enumerate() {
         if v == 0 {
-            c.problem(
-                format!("{path}.versions[{i}]"),
-                "versions are positive integers, got 0",
-            );
+            c.problem(format!("{path}.versions[{i}]"), "versions are positive integers, got 0");
         }
     }
     for (key, header) in [("sticky_header", &r.sticky_header), ("pin_header", &r.pin_header)] {
         if let Some(h) = header {
             if http_header_name_invalid(h) {
-                c.problem(
-                    format!("{path}.{key}"),
-                    format!("{h:?} is not a valid HTTP header name"),
-                );
+                c.problem(format!("{path}.{key}"), format!("{h:?} is not a valid HTTP header name"));
             }
         }
     }
@@ -298,6 +234,13 @@ fn routing(c: &mut Checker, model_path: &str, r: &RawRouting) -> Option<RoutingC
         candidates,
         shadows,
         pin_only: r.versions.clone(),
+        shadow_max_in_flight: c.range(
+            &format!("{path}.shadow_max_in_flight"),
+            r.shadow_max_in_flight,
+            32,
+            1,
+            100_000,
+        ) as usize,
         sticky_header: r.sticky_header.as_ref().map(|h| h.to_ascii_lowercase()),
         pin_header: r.pin_header.as_ref().map(|h| h.to_ascii_lowercase()),
     })
@@ -314,37 +257,22 @@ fn weighted_list(c: &mut Checker, path: &str, list: &[RawWeighted], primary: u64
         };
         let percent = w.percent.unwrap_or(0.0);
         if !(0.0..=100.0).contains(&percent) {
-            c.problem(
-                format!("{at}.percent"),
-                format!("must be in 0..=100, got {percent}"),
-            );
+            c.problem(format!("{at}.percent"), format!("must be in 0..=100, got {percent}"));
         }
         if version == 0 {
             c.problem(format!("{at}.version"), "versions are positive integers, got 0");
         } else if version == primary {
-            c.problem(
-                format!("{at}.version"),
-                format!("version {version} is the primary"),
-            );
+            c.problem(format!("{at}.version"), format!("version {version} is the primary"));
         } else if !seen.insert(version) {
-            c.problem(
-                format!("{at}.version"),
-                format!("version {version} is listed twice"),
-            );
+            c.problem(format!("{at}.version"), format!("version {version} is listed twice"));
         }
-        out.push(Weighted {
-            version,
-            percent: percent.clamp(0.0, 100.0),
-        });
+        out.push(Weighted { version, percent: percent.clamp(0.0, 100.0) });
     }
     out
 }
 
 fn http_header_name_invalid(name: &str) -> bool {
-    name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 #[cfg(test)]
@@ -415,10 +343,7 @@ routing = { primary = 1, candidates = [{ version = 2, percent = 150.0 }, { versi
         .unwrap_err();
         let text = err.to_string();
         assert!(text.contains("percents add up to 110"), "{text}");
-        assert!(
-            text.contains("shadows[0].version: version 2 already answers live traffic"),
-            "{text}"
-        );
+        assert!(text.contains("shadows[0].version: version 2 already answers live traffic"), "{text}");
     }
 
     #[test]

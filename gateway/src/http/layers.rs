@@ -25,19 +25,14 @@ pub struct MakeId {
 
 impl Default for MakeId {
     fn default() -> MakeId {
-        MakeId {
-            prefix: fastrand::u32(..),
-            counter: Arc::new(AtomicU64::new(1)),
-        }
+        MakeId { prefix: fastrand::u32(..), counter: Arc::new(AtomicU64::new(1)) }
     }
 }
 
 impl MakeRequestId for MakeId {
     fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{:08x}-{n}", self.prefix))
-            .ok()
-            .map(RequestId::new)
+        HeaderValue::from_str(&format!("{:08x}-{n}", self.prefix)).ok().map(RequestId::new)
     }
 }
 
@@ -58,11 +53,7 @@ struct Admission {
 impl AdmissionLayer {
     pub fn new(max: usize) -> AdmissionLayer {
         AdmissionLayer {
-            state: Arc::new(Admission {
-                current: AtomicUsize::new(0),
-                max,
-                gauge: telemetry::in_flight(),
-            }),
+            state: Arc::new(Admission { current: AtomicUsize::new(0), max, gauge: telemetry::in_flight() }),
         }
     }
 }
@@ -70,10 +61,7 @@ impl AdmissionLayer {
 impl<S> Layer<S> for AdmissionLayer {
     type Service = AdmissionService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        AdmissionService {
-            inner,
-            state: self.state.clone(),
-        }
+        AdmissionService { inner, state: self.state.clone() }
     }
 }
 
@@ -140,10 +128,7 @@ pub struct DeadlineLayer {
 impl<S> Layer<S> for DeadlineLayer {
     type Service = DeadlineService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        DeadlineService {
-            inner,
-            timeout: self.timeout,
-        }
+        DeadlineService { inner, timeout: self.timeout }
     }
 }
 

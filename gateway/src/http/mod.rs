@@ -19,7 +19,7 @@ use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-pub use handlers::{DataPlane, outcome_of};
+pub use handlers::DataPlane;
 pub use layers::{AdmissionLayer, Deadline, DeadlineLayer, MakeId};
 pub use router::{Endpoint, ModelAction, route};
 pub use server::{ConnectionLimits, serve};
@@ -46,20 +46,14 @@ pub fn data_service(
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request<Incoming>| {
-                    let id = req
-                        .headers()
-                        .get("x-request-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
+                    let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
                     tracing::debug_span!("request", method = %req.method(), path = %req.uri().path(), id)
                 })
                 .on_response(DefaultOnResponse::new().level(Level::DEBUG))
                 .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
         )
         .layer(AdmissionLayer::new(server.max_in_flight))
-        .layer(DeadlineLayer {
-            timeout: server.request_timeout,
-        })
+        .layer(DeadlineLayer { timeout: server.request_timeout })
         .service_fn(move |req| {
             let plane = plane.clone();
             async move { Ok::<_, Infallible>(handlers::handle(plane, req).await) }

@@ -31,9 +31,7 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> HttpResponse {
 pub fn error(e: &ApiError) -> HttpResponse {
     let mut response = bytes(e.status(), JSON, e.body());
     if let Some(seconds) = e.retry_after() {
-        response
-            .headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from(seconds));
+        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));
     }
     response
 }

@@ -10,11 +10,7 @@ pub enum Endpoint<'a> {
     ServerMetadata,
     Live,
     Ready,
-    Model {
-        model: &'a str,
-        version: Option<u64>,
-        action: ModelAction,
-    },
+    Model { model: &'a str, version: Option<u64>, action: ModelAction },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,10 +32,7 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Result<Endpoint<'a>, ApiErro
     };
     let allowed = *method == expected || (expected == Method::GET && *method == Method::HEAD);
     if !allowed {
-        return Err(ApiError::MethodNotAllowed {
-            method: method.to_string(),
-            path: path.to_string(),
-        });
+        return Err(ApiError::MethodNotAllowed { method: method.to_string(), path: path.to_string() });
     }
     Ok(endpoint)
 }
@@ -72,21 +65,11 @@ fn model_endpoint<'a>(
             ApiError::Malformed(format!("invalid version {v:?}: versions are positive integers"))
         })?),
     };
-    Ok((
-        Endpoint::Model {
-            model,
-            version,
-            action,
-        },
-        expected,
-    ))
+    Ok((Endpoint::Model { model, version, action }, expected))
 }
 
 fn no_route(method: &Method, path: &str) -> ApiError {
-    ApiError::NoRoute {
-        method: method.to_string(),
-        path: path.to_string(),
-    }
+    ApiError::NoRoute { method: method.to_string(), path: path.to_string() }
 }
 
 #[cfg(test)]
@@ -100,41 +83,24 @@ mod tests {
         assert_eq!(route(&get, "/v2/health/ready").unwrap(), Endpoint::Ready);
         assert_eq!(
             route(&Method::POST, "/v2/models/m/versions/3/infer").unwrap(),
-            Endpoint::Model {
-                model: "m",
-                version: Some(3),
-                action: ModelAction::Infer
-            }
+            Endpoint::Model { model: "m", version: Some(3), action: ModelAction::Infer }
         );
         assert_eq!(
             route(&get, "/v2/models/m/config").unwrap(),
-            Endpoint::Model {
-                model: "m",
-                version: None,
-                action: ModelAction::Config
-            }
+            Endpoint::Model { model: "m", version: None, action: ModelAction::Config }
         );
     }
 
     #[test]
     fn hostile_paths_are_refused() {
         let get = Method::GET;
-        assert_eq!(
-            route(&get, "/v2/models/../ready").unwrap_err().status(),
-            http::StatusCode::BAD_REQUEST
-        );
-        assert_eq!(
-            route(&get, "/v2/models/a%2Fb").unwrap_err().status(),
-            http::StatusCode::BAD_REQUEST
-        );
+        assert_eq!(route(&get, "/v2/models/../ready").unwrap_err().status(), http::StatusCode::BAD_REQUEST);
+        assert_eq!(route(&get, "/v2/models/a%2Fb").unwrap_err().status(), http::StatusCode::BAD_REQUEST);
         assert_eq!(
             route(&get, "/v2/models/m/versions/x").unwrap_err().status(),
             http::StatusCode::BAD_REQUEST
         );
-        assert_eq!(
-            route(&get, "/v3").unwrap_err().status(),
-            http::StatusCode::NOT_FOUND
-        );
+        assert_eq!(route(&get, "/v3").unwrap_err().status(), http::StatusCode::NOT_FOUND);
         assert_eq!(
             route(&get, "/v2/models/m/infer").unwrap_err().status(),
             http::StatusCode::METHOD_NOT_ALLOWED

@@ -27,7 +27,9 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
+
+use crate::tasks::Tracker;
 
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
@@ -72,24 +74,14 @@ pub async fn serve<S, B>(
         }
     }
     drop(listener);
-    if tokio::time::timeout(limits.drain_timeout, tracker.idle())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            open = tracker.count(),
-            "drain timeout reached; closing the connections still open"
-        );
+    if tokio::time::timeout(limits.drain_timeout, tracker.idle()).await.is_err() {
+        tracing::warn!(open = tracker.count(), "drain timeout reached; closing the connections still open");
     }
 }
 
 fn builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .keep_alive(true);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -112,14 +104,8 @@ async fn serve_connection<S, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(ActivityIo {
-        inner: stream,
-        activity: activity.clone(),
-    });
-    let service = TowerToHyperService::new(Counted {
-        inner: service,
-        activity: activity.clone(),
-    });
+    let io = TokioIo::new(ActivityIo { inner: stream, activity: activity.clone() });
+    let service = TowerToHyperService::new(Counted { inner: service, activity: activity.clone() });
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     let accepted = Instant::now();
@@ -171,8 +157,7 @@ impl Activity {
     }
 
     fn touch(&self) {
-        self.last_ms
-            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
     fn last(&self) -> Instant {
@@ -288,42 +273,5 @@ where
             drop(guard);
             result
         })
-    }
-}
-
-/// Counts open connections; `idle` resolves when none is left.
-#[derive(Default)]
-struct Tracker {
-    open: AtomicUsize,
-    changed: Notify,
-}
-
-struct TrackerGuard(Arc<Tracker>);
-
-impl Tracker {
-    fn enter(self: &Arc<Self>) -> TrackerGuard {
-        self.open.fetch_add(1, Ordering::SeqCst);
-        TrackerGuard(self.clone())
-    }
-
-    fn count(&self) -> usize {
-        self.open.load(Ordering::SeqCst)
-    }
-
-    async fn idle(&self) {
-        loop {
-            let notified = self.changed.notified();
-            if self.count() == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-impl Drop for TrackerGuard {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::SeqCst);
-        self.0.changed.notify_waiters();
     }
 }

@@ -32,9 +32,7 @@ fn init() -> Result<Environment, OnnxError> {
         .with_name("gateway")
         .with_telemetry(false)
         .build()
-        .map_err(|e| OnnxError::Library {
-            message: format!("could not start ONNX Runtime: {e}"),
-        })?;
+        .map_err(|e| OnnxError::Library { message: format!("could not start ONNX Runtime: {e}") })?;
     tracing::info!(library = %path.display(), "loaded ONNX Runtime");
     Ok(env)
 }
@@ -46,10 +44,7 @@ pub fn candidates() -> Vec<PathBuf> {
         // When set, it is the only place looked: an operator who points somewhere means it.
         return vec![PathBuf::from(p)];
     }
-    if let Some(dir) = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(PathBuf::from))
-    {
+    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(PathBuf::from)) {
         paths.push(dir.join(LIBRARY_NAME));
     }
     if let Some(built) = option_env!("GATEWAY_ORT_DYLIB") {
@@ -70,11 +65,7 @@ fn locate() -> Result<PathBuf, OnnxError> {
              access to PyPI so the build script can fetch it (`cargo build`), or set ORT_DYLIB_PATH to a \
              libonnxruntime.so {REQUIRED_VERSION}.x, e.g. from `python3 -m pip download --no-deps \
              onnxruntime==1.31.1` (the file is onnxruntime/capi/libonnxruntime.so.1.31.1 inside the wheel)",
-            if tried.is_empty() {
-                "nowhere".to_string()
-            } else {
-                tried.join(", ")
-            }
+            if tried.is_empty() { "nowhere".to_string() } else { tried.join(", ") }
         ),
     })
 }

@@ -23,10 +23,8 @@ pub struct OnnxSession {
 impl OnnxSession {
     pub fn load(path: &Path, options: &SessionOptions) -> Result<OnnxSession, OnnxError> {
         let env = super::environment()?;
-        let fail = |e: &dyn std::fmt::Display| OnnxError::Load {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        };
+        let fail =
+            |e: &dyn std::fmt::Display| OnnxError::Load { path: path.to_path_buf(), reason: e.to_string() };
         if !path.is_file() {
             return Err(fail(&"no such file"));
         }
@@ -38,27 +36,19 @@ impl OnnxSession {
             .map_err(|e| fail(&e))?;
         let mut builder = providers::register(builder, &options.execution_providers).map_err(|e| fail(&e))?;
         let session = builder.commit_from_file(path).map_err(|e| fail(&e))?;
-        let (signature, skipped) = signature(&session).map_err(|reason| OnnxError::Load {
-            path: path.to_path_buf(),
-            reason,
-        })?;
+        let (signature, skipped) =
+            signature(&session).map_err(|reason| OnnxError::Load { path: path.to_path_buf(), reason })?;
         for name in &skipped {
             tracing::warn!(path = %path.display(), output = %name, "output is not a tensor; it is not served");
         }
         let selected = if skipped.is_empty() {
             None
         } else {
-            let selector = signature
-                .outputs
-                .iter()
-                .fold(OutputSelector::no_default(), |s, o| s.with(&o.name));
+            let selector =
+                signature.outputs.iter().fold(OutputSelector::no_default(), |s, o| s.with(&o.name));
             Some(RunOptions::new().map_err(|e| fail(&e))?.with_outputs(selector))
         };
-        Ok(OnnxSession {
-            session,
-            signature,
-            selected,
-        })
+        Ok(OnnxSession { session, signature, selected })
     }
 
     pub fn signature(&self) -> &ModelSignature {
@@ -72,15 +62,10 @@ impl OnnxSession {
         for t in inputs {
             values.push((Cow::Borrowed(t.name.as_str()), input_value(t)?));
         }
-        let run_error = |e: ort::Error| OnnxError::Run {
-            reason: e.to_string(),
-        };
+        let run_error = |e: ort::Error| OnnxError::Run { reason: e.to_string() };
         let outputs = match &self.selected {
             None => self.session.run(values).map_err(run_error)?,
-            Some(options) => self
-                .session
-                .run_with_options(values, options)
-                .map_err(run_error)?,
+            Some(options) => self.session.run_with_options(values, options).map_err(run_error)?,
         };
         self.signature
             .outputs
@@ -102,17 +87,10 @@ impl OnnxSession {
             .inputs
             .iter()
             .map(|spec| {
-                let shape: Vec<usize> = spec
-                    .shape
-                    .iter()
-                    .map(|&d| if d < 0 { 1 } else { d as usize })
-                    .collect();
+                let shape: Vec<usize> =
+                    spec.shape.iter().map(|&d| if d < 0 { 1 } else { d as usize }).collect();
                 let len = shape.iter().product();
-                Tensor {
-                    name: spec.name.clone(),
-                    shape,
-                    data: TensorData::zeros(spec.datatype, len),
-                }
+                Tensor { name: spec.name.clone(), shape, data: TensorData::zeros(spec.datatype, len) }
             })
             .collect();
         self.run(&inputs).map(|_| ())
@@ -159,9 +137,7 @@ fn tensor_spec(name: &str, ty: &ValueType) -> Option<Result<TensorSpec, String>>
             datatype,
             shape: shape.iter().map(|&d| if d < 0 { -1 } else { d }).collect(),
         }),
-        None => Err(format!(
-            "'{name}' has element type {ty:?}, which the V2 protocol cannot carry"
-        )),
+        None => Err(format!("'{name}' has element type {ty:?}, which the V2 protocol cannot carry")),
     })
 }
 
@@ -188,14 +164,10 @@ pub fn datatype(ty: TensorElementType) -> Option<DataType> {
 /// A borrowed view of the tensor's memory (strings are copied: ONNX Runtime wants C strings).
 fn input_value(t: &Tensor) -> Result<SessionInputValue<'_>, OnnxError> {
     let shape = t.shape.as_slice();
-    let bad = |e: ort::Error| OnnxError::Input {
-        reason: format!("input '{}': {e}", t.name),
-    };
+    let bad = |e: ort::Error| OnnxError::Input { reason: format!("input '{}': {e}", t.name) };
     macro_rules! view {
         ($v:expr) => {
-            TensorRef::from_array_view((shape, $v.as_slice()))
-                .map(SessionInputValue::from)
-                .map_err(bad)
+            TensorRef::from_array_view((shape, $v.as_slice())).map(SessionInputValue::from).map_err(bad)
         };
     }
     match &t.data {
@@ -213,16 +185,15 @@ fn input_value(t: &Tensor) -> Result<SessionInputValue<'_>, OnnxError> {
         TensorData::F32(v) => view!(v),
         TensorData::F64(v) => view!(v),
         TensorData::Bytes(v) => {
-            let strings = v
-                .iter()
-                .map(|b| String::from_utf8(b.clone()))
-                .collect::<Result<Vec<String>, _>>()
-                .map_err(|_| OnnxError::Input {
-                    reason: format!(
-                        "input '{}': BYTES elements must be UTF-8 for an ONNX string tensor",
-                        t.name
-                    ),
-                })?;
+            let strings =
+                v.iter().map(|b| String::from_utf8(b.clone())).collect::<Result<Vec<String>, _>>().map_err(
+                    |_| OnnxError::Input {
+                        reason: format!(
+                            "input '{}': BYTES elements must be UTF-8 for an ONNX string tensor",
+                            t.name
+                        ),
+                    },
+                )?;
             if strings.iter().any(|s| s.contains('\0')) {
                 return Err(OnnxError::Input {
                     reason: format!("input '{}': BYTES elements cannot contain NUL bytes", t.name),
@@ -236,24 +207,17 @@ fn input_value(t: &Tensor) -> Result<SessionInputValue<'_>, OnnxError> {
 }
 
 fn output_tensor(name: &str, value: &DynValue) -> Result<Tensor, OnnxError> {
-    let bad = |e: ort::Error| OnnxError::Run {
-        reason: format!("reading output '{name}': {e}"),
-    };
+    let bad = |e: ort::Error| OnnxError::Run { reason: format!("reading output '{name}': {e}") };
     let ty = match value.dtype() {
         ValueType::Tensor { ty, .. } => *ty,
         other => {
-            return Err(OnnxError::Run {
-                reason: format!("output '{name}' is not a tensor: {other:?}"),
-            });
+            return Err(OnnxError::Run { reason: format!("output '{name}' is not a tensor: {other:?}") });
         }
     };
     macro_rules! take {
         ($t:ty, $variant:ident) => {{
             let (shape, data) = value.try_extract_tensor::<$t>().map_err(bad)?;
-            (
-                shape.iter().map(|&d| d.max(0) as usize).collect(),
-                TensorData::$variant(data.to_vec()),
-            )
+            (shape.iter().map(|&d| d.max(0) as usize).collect(), TensorData::$variant(data.to_vec()))
         }};
     }
     let (shape, data): (Vec<usize>, TensorData) = match datatype(ty) {
@@ -273,20 +237,11 @@ fn output_tensor(name: &str, value: &DynValue) -> Result<Tensor, OnnxError> {
         Some(DataType::Bytes) => {
             let (shape, strings) = value.try_extract_strings().map_err(bad)?;
             let shape = shape.iter().map(|&d| d.max(0) as usize).collect();
-            (
-                shape,
-                TensorData::Bytes(strings.into_iter().map(String::into_bytes).collect()),
-            )
+            (shape, TensorData::Bytes(strings.into_iter().map(String::into_bytes).collect()))
         }
         None => {
-            return Err(OnnxError::Run {
-                reason: format!("output '{name}' has unsupported type {ty:?}"),
-            });
+            return Err(OnnxError::Run { reason: format!("output '{name}' has unsupported type {ty:?}") });
         }
     };
-    Ok(Tensor {
-        name: name.to_string(),
-        shape,
-        data,
-    })
+    Ok(Tensor { name: name.to_string(), shape, data })
 }

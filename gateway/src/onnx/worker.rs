@@ -35,9 +35,7 @@ pub fn spawn_workers(
         let thread = std::thread::Builder::new()
             .name(format!("ort-{label}-{i}"))
             .spawn(move || batching::serve(receiver, &mut session, policy, batchable, &metrics))
-            .map_err(|e| OnnxError::Run {
-                reason: format!("cannot start a worker thread: {e}"),
-            })?;
+            .map_err(|e| OnnxError::Run { reason: format!("cannot start a worker thread: {e}") })?;
         threads.push(thread);
     }
     Ok(WorkerPool { threads })

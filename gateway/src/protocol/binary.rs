@@ -39,18 +39,12 @@ pub fn decode(name: &str, datatype: DataType, count: usize, bytes: &[u8]) -> Res
         DataType::I64 => le!(i64, I64),
         DataType::F32 => le!(f32, F32),
         DataType::F64 => le!(f64, F64),
-        DataType::F16 => TensorData::F16(
-            bytes
-                .chunks_exact(2)
-                .map(|c| f16::from_le_bytes([c[0], c[1]]))
-                .collect(),
-        ),
-        DataType::Bf16 => TensorData::Bf16(
-            bytes
-                .chunks_exact(2)
-                .map(|c| bf16::from_le_bytes([c[0], c[1]]))
-                .collect(),
-        ),
+        DataType::F16 => {
+            TensorData::F16(bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]])).collect())
+        }
+        DataType::Bf16 => {
+            TensorData::Bf16(bytes.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]])).collect())
+        }
         DataType::Bytes => TensorData::Bytes(decode_bytes(name, count, bytes)?),
     })
 }
@@ -66,9 +60,7 @@ fn decode_bytes(name: &str, count: usize, mut bytes: &[u8]) -> Result<Vec<Vec<u8
     let mut out = Vec::with_capacity(count);
     while !bytes.is_empty() {
         let Some((len, rest)) = bytes.split_first_chunk::<4>() else {
-            return Err(ApiError::Malformed(format!(
-                "input '{name}': truncated BYTES length prefix"
-            )));
+            return Err(ApiError::Malformed(format!("input '{name}': truncated BYTES length prefix")));
         };
         let len = u32::from_le_bytes(*len) as usize;
         if len > rest.len() {
@@ -169,18 +161,8 @@ mod tests {
     fn bytes_with_bad_lengths_are_refused() {
         let mut bytes = 10u32.to_le_bytes().to_vec();
         bytes.extend_from_slice(b"short");
-        assert!(
-            decode("s", DataType::Bytes, 1, &bytes)
-                .unwrap_err()
-                .to_string()
-                .contains("claims 10 bytes")
-        );
+        assert!(decode("s", DataType::Bytes, 1, &bytes).unwrap_err().to_string().contains("claims 10 bytes"));
         assert!(decode("s", DataType::Bytes, 1_000_000, &bytes).is_err());
-        assert!(
-            decode("f", DataType::F32, 2, &[0; 7])
-                .unwrap_err()
-                .to_string()
-                .contains("needs 8 bytes")
-        );
+        assert!(decode("f", DataType::F32, 2, &[0; 7]).unwrap_err().to_string().contains("needs 8 bytes"));
     }
 }

@@ -43,9 +43,7 @@ pub struct DecodeLimits {
 
 impl Default for DecodeLimits {
     fn default() -> DecodeLimits {
-        DecodeLimits {
-            max_elements: 1 << 28,
-        }
+        DecodeLimits { max_elements: 1 << 28 }
     }
 }
 
@@ -117,14 +115,10 @@ pub fn decode_infer(
     let raw: RawRequest<'_> = serde_json::from_slice(json).map_err(|e| malformed_json(&e))?;
     let mut slots: Vec<Option<Tensor>> = vec![None; signature.inputs.len()];
     for input in &raw.inputs {
-        let (index, spec) = signature
-            .input(&input.name)
-            .ok_or_else(|| unknown_input(&input.name, signature))?;
+        let (index, spec) =
+            signature.input(&input.name).ok_or_else(|| unknown_input(&input.name, signature))?;
         if slots.get(index).is_some_and(Option::is_some) {
-            return Err(ApiError::Malformed(format!(
-                "input '{}' is given twice",
-                input.name
-            )));
+            return Err(ApiError::Malformed(format!("input '{}' is given twice", input.name)));
         }
         let tensor = decode_input(input, spec, &mut binary_part, json.len(), limits)?;
         if let Some(slot) = slots.get_mut(index) {
@@ -144,11 +138,7 @@ pub fn decode_infer(
         .collect::<Result<Vec<_>, _>>()?;
     let default_binary = raw.parameters.and_then(|p| p.binary_data_output).unwrap_or(false);
     let outputs = choose_outputs(raw.outputs.as_deref(), signature, default_binary)?;
-    Ok(InferRequest {
-        id: raw.id.map(Cow::into_owned),
-        inputs,
-        outputs,
-    })
+    Ok(InferRequest { id: raw.id.map(Cow::into_owned), inputs, outputs })
 }
 
 fn split_body(body: &[u8], json_length: Option<usize>) -> Result<(&[u8], &[u8]), ApiError> {
@@ -174,9 +164,7 @@ fn malformed_json(e: &serde_json::Error) -> ApiError {
 
 fn unknown_input(name: &str, signature: &ModelSignature) -> ApiError {
     let known: Vec<&str> = signature.inputs.iter().map(|s| s.name.as_str()).collect();
-    ApiError::Mismatch(format!(
-        "unknown input '{name}'; the model's inputs are {known:?}"
-    ))
+    ApiError::Mismatch(format!("unknown input '{name}'; the model's inputs are {known:?}"))
 }
 
 fn decode_input(
@@ -188,10 +176,7 @@ fn decode_input(
 ) -> Result<Tensor, ApiError> {
     let name = &input.name;
     let datatype = DataType::parse(&input.datatype).ok_or_else(|| {
-        ApiError::Malformed(format!(
-            "input '{name}' has unknown datatype '{}'",
-            input.datatype
-        ))
+        ApiError::Malformed(format!("input '{name}' has unknown datatype '{}'", input.datatype))
     })?;
     if datatype != spec.datatype {
         return Err(ApiError::Mismatch(format!(
@@ -237,20 +222,14 @@ fn decode_input(
     if data.len() != count {
         return Err(count_mismatch(name, &shape, count, Some(data.len())));
     }
-    Ok(Tensor {
-        name: name.to_string(),
-        shape,
-        data,
-    })
+    Ok(Tensor { name: name.to_string(), shape, data })
 }
 
 fn checked_shape(name: &str, dims: &[i64], limits: &DecodeLimits) -> Result<Vec<usize>, ApiError> {
     let mut shape = Vec::with_capacity(dims.len());
     for &d in dims {
         let d = usize::try_from(d).map_err(|_| {
-            ApiError::Malformed(format!(
-                "input '{name}' has a negative dimension in shape {dims:?}"
-            ))
+            ApiError::Malformed(format!("input '{name}' has a negative dimension in shape {dims:?}"))
         })?;
         shape.push(d);
     }
@@ -277,10 +256,7 @@ fn choose_outputs(
 ) -> Result<Vec<OutputChoice>, ApiError> {
     let Some(requested) = requested.filter(|r| !r.is_empty()) else {
         return Ok((0..signature.outputs.len())
-            .map(|index| OutputChoice {
-                index,
-                binary: default_binary,
-            })
+            .map(|index| OutputChoice { index, binary: default_binary })
             .collect());
     };
     let mut chosen: Vec<OutputChoice> = Vec::with_capacity(requested.len());
@@ -306,10 +282,7 @@ fn choose_outputs(
             )));
         }
         if chosen.iter().any(|c| c.index == index) {
-            return Err(ApiError::Malformed(format!(
-                "output '{}' is requested twice",
-                out.name
-            )));
+            return Err(ApiError::Malformed(format!("output '{}' is requested twice", out.name)));
         }
         let binary = params.and_then(|p| p.binary_data).unwrap_or(default_binary);
         chosen.push(OutputChoice { index, binary });
@@ -422,13 +395,7 @@ impl<'de, T: JsonElement> Visitor<'de> for Flatten<'_, T> {
         if let Some(n) = seq.size_hint() {
             self.out.reserve(n.min(self.max.saturating_sub(self.out.len())));
         }
-        while seq
-            .next_element_seed(Flatten {
-                out: &mut *self.out,
-                max: self.max,
-            })?
-            .is_some()
-        {}
+        while seq.next_element_seed(Flatten { out: &mut *self.out, max: self.max })?.is_some() {}
         Ok(())
     }
 
@@ -452,22 +419,16 @@ impl<'de, T: JsonElement> Visitor<'de> for Flatten<'_, T> {
 impl<T: JsonElement> Flatten<'_, T> {
     fn push<E: serde::de::Error>(self, value: Option<T>, shown: impl FnOnce() -> String) -> Result<(), E> {
         if self.out.len() >= self.max {
-            return Err(E::custom(format!(
-                "more than the {} elements its shape holds",
-                self.max
-            )));
+            return Err(E::custom(format!("more than the {} elements its shape holds", self.max)));
         }
         match value {
             Some(v) => {
                 self.out.push(v);
                 Ok(())
             }
-            None => Err(E::custom(format!(
-                "element {} is {}, expected {}",
-                self.out.len(),
-                shown(),
-                T::WHAT
-            ))),
+            None => {
+                Err(E::custom(format!("element {} is {}, expected {}", self.out.len(), shown(), T::WHAT)))
+            }
         }
     }
 }
@@ -480,12 +441,9 @@ fn flatten<T: JsonElement>(
 ) -> Result<Vec<T>, ApiError> {
     let mut out = Vec::with_capacity(count);
     let mut de = serde_json::Deserializer::from_str(raw.get());
-    Flatten {
-        out: &mut out,
-        max: count,
-    }
-    .deserialize(&mut de)
-    .map_err(|e| ApiError::Malformed(format!("input '{name}' ({datatype}) data: {e}")))?;
+    Flatten { out: &mut out, max: count }
+        .deserialize(&mut de)
+        .map_err(|e| ApiError::Malformed(format!("input '{name}' ({datatype}) data: {e}")))?;
     Ok(out)
 }
 
@@ -520,28 +478,12 @@ mod tests {
     fn sig() -> ModelSignature {
         ModelSignature {
             inputs: vec![
-                TensorSpec {
-                    name: "x".into(),
-                    datatype: DataType::F32,
-                    shape: vec![-1, 2],
-                },
-                TensorSpec {
-                    name: "n".into(),
-                    datatype: DataType::I64,
-                    shape: vec![-1],
-                },
+                TensorSpec { name: "x".into(), datatype: DataType::F32, shape: vec![-1, 2] },
+                TensorSpec { name: "n".into(), datatype: DataType::I64, shape: vec![-1] },
             ],
             outputs: vec![
-                TensorSpec {
-                    name: "y".into(),
-                    datatype: DataType::F32,
-                    shape: vec![-1, 2],
-                },
-                TensorSpec {
-                    name: "z.out".into(),
-                    datatype: DataType::I64,
-                    shape: vec![-1],
-                },
+                TensorSpec { name: "y".into(), datatype: DataType::F32, shape: vec![-1, 2] },
+                TensorSpec { name: "z.out".into(), datatype: DataType::I64, shape: vec![-1] },
             ],
         }
     }
@@ -564,26 +506,14 @@ mod tests {
         let cases = [
             (r#"{"inputs":[{"name":"x""#, "truncated JSON"),
             (r#"{"inputs":[}"#, "malformed JSON"),
-            (
-                r#"{"inputs":[{"name":"q","datatype":"FP32","shape":[1],"data":[1]}]}"#,
-                "unknown input 'q'",
-            ),
-            (
-                r#"{"inputs":[{"name":"x","datatype":"INT32","shape":[1,2],"data":[1,2]}]}"#,
-                "expects FP32",
-            ),
-            (
-                r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[2],"data":[1,2]}]}"#,
-                "rank 1",
-            ),
+            (r#"{"inputs":[{"name":"q","datatype":"FP32","shape":[1],"data":[1]}]}"#, "unknown input 'q'"),
+            (r#"{"inputs":[{"name":"x","datatype":"INT32","shape":[1,2],"data":[1,2]}]}"#, "expects FP32"),
+            (r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[2],"data":[1,2]}]}"#, "rank 1"),
             (
                 r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1,2],"data":[1,2,3]}]}"#,
                 "more than the 2 elements",
             ),
-            (
-                r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[2,2],"data":[1,2,3]}]}"#,
-                "its data has 3",
-            ),
+            (r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[2,2],"data":[1,2,3]}]}"#, "its data has 3"),
             (
                 r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[-1,2],"data":[1,2]}]}"#,
                 "negative dimension",
@@ -619,10 +549,7 @@ mod tests {
         ];
         for (body, expected) in cases {
             let err = decode(body).unwrap_err();
-            assert!(
-                err.to_string().contains(expected),
-                "{body}\n  gave: {err}\n  wanted: {expected}"
-            );
+            assert!(err.to_string().contains(expected), "{body}\n  gave: {err}\n  wanted: {expected}");
         }
     }
 
@@ -640,13 +567,7 @@ mod tests {
     #[test]
     fn requested_outputs_resolve_to_indices_with_binary_flags() {
         let r = decode(r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1,2],"data":[1,2]},{"name":"n","datatype":"INT64","shape":[1],"data":[1]}],"outputs":[{"name":"z.out","parameters":{"binary_data":true}}]}"#).unwrap();
-        assert_eq!(
-            r.outputs,
-            vec![OutputChoice {
-                index: 1,
-                binary: true
-            }]
-        );
+        assert_eq!(r.outputs, vec![OutputChoice { index: 1, binary: true }]);
         let err = decode(r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1,2],"data":[1,2]},{"name":"n","datatype":"INT64","shape":[1],"data":[1]}],"outputs":[{"name":"nope"}]}"#).unwrap_err();
         assert_eq!(err.status(), http::StatusCode::UNPROCESSABLE_ENTITY);
     }
@@ -669,9 +590,7 @@ mod tests {
     #[test]
     fn non_finite_strings_decode_for_floats() {
         let r = decode(r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1,2],"data":["NaN","-Infinity"]},{"name":"n","datatype":"INT64","shape":[1],"data":[1]}]}"#).unwrap();
-        let TensorData::F32(v) = &r.inputs[0].data else {
-            panic!()
-        };
+        let TensorData::F32(v) = &r.inputs[0].data else { panic!() };
         assert!(v[0].is_nan() && v[1] == f32::NEG_INFINITY);
     }
 }

@@ -27,10 +27,8 @@ pub fn encode_infer(
     all: &[Tensor],
     choices: &[OutputChoice],
 ) -> EncodedResponse {
-    let chosen: Vec<(&Tensor, bool)> = choices
-        .iter()
-        .filter_map(|c| all.get(c.index).map(|t| (t, c.binary)))
-        .collect();
+    let chosen: Vec<(&Tensor, bool)> =
+        choices.iter().filter_map(|c| all.get(c.index).map(|t| (t, c.binary))).collect();
     let estimate: usize = chosen.iter().map(|(t, _)| 24 * t.data.len() + 96).sum::<usize>() + 128;
     let mut out = Vec::with_capacity(estimate);
     out.extend_from_slice(b"{\"model_name\":");
@@ -50,11 +48,7 @@ pub fn encode_infer(
         write_output_header(&mut out, tensor);
         if *binary {
             out.extend_from_slice(b",\"parameters\":{\"binary_data_size\":");
-            out.extend_from_slice(
-                itoa::Buffer::new()
-                    .format(binary::encoded_len(&tensor.data))
-                    .as_bytes(),
-            );
+            out.extend_from_slice(itoa::Buffer::new().format(binary::encoded_len(&tensor.data)).as_bytes());
             out.push(b'}');
         } else {
             out.extend_from_slice(b",\"data\":");
@@ -64,19 +58,13 @@ pub fn encode_infer(
     }
     out.extend_from_slice(b"]}");
     if !chosen.iter().any(|(_, binary)| *binary) {
-        return EncodedResponse {
-            body: out,
-            json_length: None,
-        };
+        return EncodedResponse { body: out, json_length: None };
     }
     let json_length = out.len();
     for (tensor, _) in chosen.iter().filter(|(_, binary)| *binary) {
         binary::encode(&tensor.data, &mut out);
     }
-    EncodedResponse {
-        body: out,
-        json_length: Some(json_length),
-    }
+    EncodedResponse { body: out, json_length: Some(json_length) }
 }
 
 fn write_output_header(out: &mut Vec<u8>, tensor: &Tensor) {
@@ -115,11 +103,9 @@ fn write_json_data(out: &mut Vec<u8>, data: &TensorData) {
     }
     let int = |out: &mut Vec<u8>, x: &dyn ItoaFormat| x.write_to(out);
     match data {
-        TensorData::Bool(v) => list!(v, |o: &mut Vec<u8>, b: &bool| o.extend_from_slice(if *b {
-            b"true"
-        } else {
-            b"false"
-        })),
+        TensorData::Bool(v) => {
+            list!(v, |o: &mut Vec<u8>, b: &bool| o.extend_from_slice(if *b { b"true" } else { b"false" }))
+        }
         TensorData::U8(v) => list!(v, |o: &mut Vec<u8>, x: &u8| int(o, x)),
         TensorData::U16(v) => list!(v, |o: &mut Vec<u8>, x: &u16| int(o, x)),
         TensorData::U32(v) => list!(v, |o: &mut Vec<u8>, x: &u32| int(o, x)),
@@ -132,10 +118,9 @@ fn write_json_data(out: &mut Vec<u8>, data: &TensorData) {
         TensorData::Bf16(v) => list!(v, |o: &mut Vec<u8>, x: &half::bf16| write_f32(o, x.to_f32())),
         TensorData::F32(v) => list!(v, |o: &mut Vec<u8>, x: &f32| write_f32(o, *x)),
         TensorData::F64(v) => list!(v, |o: &mut Vec<u8>, x: &f64| write_f64(o, *x)),
-        TensorData::Bytes(v) => list!(v, |o: &mut Vec<u8>, x: &Vec<u8>| write_json_str(
-            o,
-            &String::from_utf8_lossy(x)
-        )),
+        TensorData::Bytes(v) => {
+            list!(v, |o: &mut Vec<u8>, x: &Vec<u8>| write_json_str(o, &String::from_utf8_lossy(x)))
+        }
     }
     out.push(b']');
 }
@@ -184,11 +169,7 @@ mod tests {
     use super::*;
 
     fn tensor(name: &str, shape: &[usize], data: TensorData) -> Tensor {
-        Tensor {
-            name: name.into(),
-            shape: shape.to_vec(),
-            data,
-        }
+        Tensor { name: name.into(), shape: shape.to_vec(), data }
     }
 
     #[test]
@@ -198,9 +179,7 @@ mod tests {
             tensor("s", &[1], TensorData::Bytes(vec![b"q\"uote".to_vec()])),
             tensor("k", &[], TensorData::I64(vec![-3])),
         ];
-        let choices: Vec<OutputChoice> = (0..3)
-            .map(|index| OutputChoice { index, binary: false })
-            .collect();
+        let choices: Vec<OutputChoice> = (0..3).map(|index| OutputChoice { index, binary: false }).collect();
         let r = encode_infer("m", 2, Some("req-1"), &outs, &choices);
         assert!(r.json_length.is_none());
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
@@ -218,16 +197,7 @@ mod tests {
             tensor("x", &[2], TensorData::I32(vec![1, 2])),
             tensor("y", &[1], TensorData::F32(vec![1.0])),
         ];
-        let choices = [
-            OutputChoice {
-                index: 1,
-                binary: false,
-            },
-            OutputChoice {
-                index: 0,
-                binary: true,
-            },
-        ];
+        let choices = [OutputChoice { index: 1, binary: false }, OutputChoice { index: 0, binary: true }];
         let r = encode_infer("m", 1, None, &outs, &choices);
         let n = r.json_length.unwrap();
         let v: serde_json::Value = serde_json::from_slice(&r.body[..n]).unwrap();

@@ -18,11 +18,7 @@ pub struct ServerMetadata {
 }
 
 pub fn server() -> ServerMetadata {
-    ServerMetadata {
-        name: "gateway",
-        version: env!("CARGO_PKG_VERSION"),
-        extensions: EXTENSIONS,
-    }
+    ServerMetadata { name: "gateway", version: env!("CARGO_PKG_VERSION"), extensions: EXTENSIONS }
 }
 
 #[derive(Debug, Serialize)]
@@ -44,11 +40,7 @@ pub struct ModelMetadata<'a> {
 fn tensors(specs: &[TensorSpec]) -> Vec<TensorMetadata<'_>> {
     specs
         .iter()
-        .map(|s| TensorMetadata {
-            name: &s.name,
-            datatype: s.datatype.as_str(),
-            shape: &s.shape,
-        })
+        .map(|s| TensorMetadata { name: &s.name, datatype: s.datatype.as_str(), shape: &s.shape })
         .collect()
 }
 
@@ -120,13 +112,9 @@ pub fn triton_config<'a>(
         max_batch_size,
         input: dims(&signature.inputs),
         output: dims(&signature.outputs),
-        dynamic_batching: (max_batch_size > 0).then_some(DynamicBatching {
-            max_queue_delay_microseconds: max_queue_delay_us,
-        }),
-        instance_group: vec![InstanceGroup {
-            count: instances,
-            kind: "KIND_CPU",
-        }],
+        dynamic_batching: (max_batch_size > 0)
+            .then_some(DynamicBatching { max_queue_delay_microseconds: max_queue_delay_us }),
+        instance_group: vec![InstanceGroup { count: instances, kind: "KIND_CPU" }],
     }
 }
 

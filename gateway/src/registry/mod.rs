@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
+use tokio::sync::Semaphore;
 
 pub use version::{ServedVersion, VersionKey};
 
@@ -21,6 +22,7 @@ use crate::batching::BatchPolicy;
 use crate::config::{ExecutionProvider, GatewayConfig, ModelConfig, Problem};
 use crate::onnx::{Provider, SessionOptions};
 use crate::routing::RoutingTable;
+use crate::telemetry::{self, Role};
 
 /// One model as served: its loaded versions and its routing.
 pub struct ServedModel {
@@ -29,6 +31,8 @@ pub struct ServedModel {
     pub routing: RoutingTable,
     /// Why the model is not served, when it could not be loaded at start-up.
     pub failure: Option<String>,
+    /// Permits for mirrored requests in flight (`routing.shadow_max_in_flight`).
+    pub shadow_budget: Arc<Semaphore>,
 }
 
 impl ServedModel {
@@ -75,10 +79,7 @@ impl Registry {
     pub fn new(first: ServingSnapshot) -> Registry {
         mark_loaded(None, &first);
         let generations = AtomicU64::new(first.generation);
-        Registry {
-            current: ArcSwap::from_pointee(first),
-            generations,
-        }
+        Registry { current: ArcSwap::from_pointee(first), generations }
     }
 
     /// The current snapshot; hold it for the whole request.
@@ -101,21 +102,41 @@ impl Registry {
     }
 }
 
-/// Keeps `gateway_model_loaded` at 1 for every served version and 0 for dropped ones.
+/// Publishes what `next` serves: `gateway_model_loaded` (1 per served version, 0 for dropped
+/// ones) and `gateway_route_weight_percent` (0 for shares that went away).
 fn mark_loaded(previous: Option<&ServingSnapshot>, next: &ServingSnapshot) {
+    let next_weights = weights(next);
     if let Some(prev) = previous {
         for v in prev.versions() {
-            let still = next
-                .model(&v.model)
-                .is_some_and(|m| m.versions.contains_key(&v.version));
+            let still = next.model(&v.model).is_some_and(|m| m.versions.contains_key(&v.version));
             if !still {
                 v.metrics.loaded.set(0.0);
+            }
+        }
+        for (model, version, role, _) in weights(prev) {
+            if !next_weights.iter().any(|(m, v, r, _)| *m == model && *v == version && *r == role) {
+                telemetry::route_weight(&model, version, role, 0.0);
             }
         }
     }
     for v in next.versions() {
         v.metrics.loaded.set(1.0);
     }
+    for (model, version, role, percent) in next_weights {
+        telemetry::route_weight(&model, version, role, percent);
+    }
+}
+
+/// Every (model, version, role, percent) share of a snapshot's routing.
+fn weights(s: &ServingSnapshot) -> Vec<(String, u64, Role, f64)> {
+    let mut out = Vec::new();
+    for m in s.models.values().filter(|m| m.is_ready()) {
+        let r = &m.routing;
+        out.push((m.name.clone(), r.primary(), Role::Primary, r.primary_percent()));
+        out.extend(r.candidates().map(|(v, p)| (m.name.clone(), v, Role::Candidate, p)));
+        out.extend(r.shadow_shares().map(|(v, p)| (m.name.clone(), v, Role::Shadow, p)));
+    }
+    out
 }
 
 /// How `prepare` treats a model that fails to load.
@@ -147,39 +168,21 @@ pub fn prepare(
             for p in &model_problems {
                 tracing::error!(model = %name, "{p}");
             }
-            Some(
-                model_problems
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
+            Some(model_problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
         };
         problems.extend(model_problems);
         let routing = routing_table(model);
-        let versions = if failure.is_some() {
-            BTreeMap::new()
-        } else {
-            versions
-        };
+        let versions = if failure.is_some() { BTreeMap::new() } else { versions };
+        let shadow_budget = Arc::new(Semaphore::new(model.routing.shadow_max_in_flight));
         models.insert(
             name.clone(),
-            ServedModel {
-                name: name.clone(),
-                versions,
-                routing,
-                failure,
-            },
+            ServedModel { name: name.clone(), versions, routing, failure, shadow_budget },
         );
     }
     if on_failure == OnFailure::RefuseAll && !problems.is_empty() {
         return Err(problems);
     }
-    Ok(ServingSnapshot {
-        generation,
-        config,
-        models,
-    })
+    Ok(ServingSnapshot { generation, config, models })
 }
 
 fn load_versions(
@@ -211,12 +214,7 @@ fn signature_problems(model: &ModelConfig, versions: &BTreeMap<u64, Arc<ServedVe
     let Some(primary) = versions.get(&model.routing.primary) else {
         return Vec::new();
     };
-    let others = model
-        .routing
-        .candidates
-        .iter()
-        .chain(&model.routing.shadows)
-        .map(|w| w.version);
+    let others = model.routing.candidates.iter().chain(&model.routing.shadows).map(|w| w.version);
     others
         .filter_map(|v| {
             let differences = primary.signature.input_differences(&versions.get(&v)?.signature);

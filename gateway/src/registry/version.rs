@@ -49,19 +49,11 @@ impl ServedVersion {
         let signature = sessions
             .first()
             .map(|s| s.signature().clone())
-            .ok_or_else(|| OnnxError::Load {
-                path: key.path.clone(),
-                reason: "no session".to_string(),
-            })?;
+            .ok_or_else(|| OnnxError::Load { path: key.path.clone(), reason: "no session".to_string() })?;
         let metrics = VersionMetrics::new(model, version);
         let (queue, receiver) = batching::queue(&key.policy);
-        let workers = spawn_workers(
-            &format!("{model}-v{version}"),
-            sessions,
-            receiver,
-            key.policy,
-            &metrics,
-        )?;
+        let workers =
+            spawn_workers(&format!("{model}-v{version}"), sessions, receiver, key.policy, &metrics)?;
         tracing::info!(
             model,
             version,

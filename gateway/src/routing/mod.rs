@@ -125,11 +125,7 @@ impl RoutingTable {
                     }
                     start += c.buckets;
                 }
-                Route {
-                    version: self.primary,
-                    role: Role::Primary,
-                    reason: RouteReason::Sticky,
-                }
+                Route { version: self.primary, role: Role::Primary, reason: RouteReason::Sticky }
             }
             None => {
                 let point = uniform * 100.0;
@@ -144,11 +140,7 @@ impl RoutingTable {
                     }
                     start += c.percent;
                 }
-                Route {
-                    version: self.primary,
-                    role: Role::Primary,
-                    reason: RouteReason::Primary,
-                }
+                Route { version: self.primary, role: Role::Primary, reason: RouteReason::Primary }
             }
         }
     }
@@ -219,10 +211,7 @@ mod tests {
         assert_eq!(t.pick(None, 0.05).version, 3);
         assert_eq!(t.pick(None, 0.149).version, 3);
         let p = t.pick(None, 0.15);
-        assert_eq!(
-            (p.version, p.reason, p.role),
-            (1, RouteReason::Primary, Role::Primary)
-        );
+        assert_eq!((p.version, p.reason, p.role), (1, RouteReason::Primary, Role::Primary));
         assert!((t.primary_percent() - 85.0).abs() < 1e-9);
     }
 

@@ -17,11 +17,17 @@ pub const INFERENCE_DURATION: &str = "gateway_inference_duration_seconds";
 pub const BATCH_SIZE: &str = "gateway_batch_size";
 pub const IN_FLIGHT: &str = "gateway_in_flight_requests";
 pub const MODEL_LOADED: &str = "gateway_model_loaded";
+pub const SHADOW_REQUESTS: &str = "gateway_shadow_requests_total";
+pub const SHADOW_COMPARISONS: &str = "gateway_shadow_comparisons_total";
+pub const SHADOW_ABS_DIFF: &str = "gateway_shadow_abs_diff";
+pub const ROUTE_WEIGHT: &str = "gateway_route_weight_percent";
+pub const CONFIG_RELOADS: &str = "gateway_config_reloads_total";
 
 const SECONDS_BUCKETS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,
 ];
+const ABS_DIFF_BUCKETS: &[f64] = &[0.0, 1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 10.0];
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -41,14 +47,12 @@ pub fn install() -> PrometheusHandle {
                 tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
             }
             let upkeep = handle.clone();
-            let _ = std::thread::Builder::new()
-                .name("metrics-upkeep".into())
-                .spawn(move || {
-                    loop {
-                        std::thread::sleep(Duration::from_secs(5));
-                        upkeep.run_upkeep();
-                    }
-                });
+            let _ = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                }
+            });
             describe();
             handle
         })
@@ -60,25 +64,24 @@ fn bucketed() -> Result<PrometheusBuilder, metrics_exporter_prometheus::BuildErr
     for name in [REQUEST_DURATION, QUEUE_DURATION, INFERENCE_DURATION] {
         builder = builder.set_buckets_for_metric(Matcher::Full(name.to_string()), SECONDS_BUCKETS)?;
     }
-    builder.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.to_string()), BATCH_BUCKETS)
+    builder
+        .set_buckets_for_metric(Matcher::Full(BATCH_SIZE.to_string()), BATCH_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(SHADOW_ABS_DIFF.to_string()), ABS_DIFF_BUCKETS)
 }
 
 fn describe() {
     metrics::describe_counter!(REQUESTS_TOTAL, "Inference requests, by outcome");
-    metrics::describe_histogram!(
-        REQUEST_DURATION,
-        metrics::Unit::Seconds,
-        "Whole request, in the gateway"
-    );
+    metrics::describe_histogram!(REQUEST_DURATION, metrics::Unit::Seconds, "Whole request, in the gateway");
     metrics::describe_histogram!(QUEUE_DURATION, metrics::Unit::Seconds, "Waiting for a batch slot");
-    metrics::describe_histogram!(
-        INFERENCE_DURATION,
-        metrics::Unit::Seconds,
-        "ONNX Runtime run, per batch"
-    );
+    metrics::describe_histogram!(INFERENCE_DURATION, metrics::Unit::Seconds, "ONNX Runtime run, per batch");
     metrics::describe_histogram!(BATCH_SIZE, "Rows per ONNX Runtime run");
     metrics::describe_gauge!(IN_FLIGHT, "Requests being served now");
     metrics::describe_gauge!(MODEL_LOADED, "1 per served model version");
+    metrics::describe_counter!(SHADOW_REQUESTS, "Mirrored requests run on shadow versions, by outcome");
+    metrics::describe_counter!(SHADOW_COMPARISONS, "Shadow outputs compared with the answer, by result");
+    metrics::describe_histogram!(SHADOW_ABS_DIFF, "Per element |shadow - answer|");
+    metrics::describe_gauge!(ROUTE_WEIGHT, "Current traffic split, percent per version");
+    metrics::describe_counter!(CONFIG_RELOADS, "Config reloads, by outcome");
 }
 
 /// Why a version answered a request.
@@ -118,13 +121,8 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 5] = [
-        Outcome::Ok,
-        Outcome::ClientError,
-        Outcome::ServerError,
-        Outcome::Rejected,
-        Outcome::Timeout,
-    ];
+    pub const ALL: [Outcome; 5] =
+        [Outcome::Ok, Outcome::ClientError, Outcome::ServerError, Outcome::Rejected, Outcome::Timeout];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -147,11 +145,8 @@ pub struct RequestMetrics {
 
 impl RequestMetrics {
     fn new(model: &str, version: &str, role: &str) -> RequestMetrics {
-        let labels = [
-            ("model", model.to_string()),
-            ("version", version.to_string()),
-            ("role", role.to_string()),
-        ];
+        let labels =
+            [("model", model.to_string()), ("version", version.to_string()), ("role", role.to_string())];
         let outcomes = Outcome::ALL.map(|o| {
             let mut l = labels.to_vec();
             l.push(("outcome", o.as_str().to_string()));
@@ -208,4 +203,50 @@ pub fn count_unrouted(model: Option<&str>, outcome: Outcome) {
 
 pub fn in_flight() -> Gauge {
     metrics::gauge!(IN_FLIGHT)
+}
+
+/// How a mirrored request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShadowOutcome {
+    Ok,
+    Error,
+    Dropped,
+}
+
+impl ShadowOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShadowOutcome::Ok => "ok",
+            ShadowOutcome::Error => "error",
+            ShadowOutcome::Dropped => "dropped",
+        }
+    }
+}
+
+pub fn count_shadow(model: &str, version: u64, outcome: ShadowOutcome) {
+    metrics::counter!(SHADOW_REQUESTS, "model" => model.to_string(), "version" => version.to_string(), "outcome" => outcome.as_str())
+        .increment(1);
+}
+
+/// Records one output's comparison: its verdict and every element's absolute difference.
+pub fn record_comparison(model: &str, version: u64, output: &str, matched: bool, abs_diffs: &[f64]) {
+    let labels =
+        [("model", model.to_string()), ("version", version.to_string()), ("output", output.to_string())];
+    let mut with_result = labels.to_vec();
+    with_result.push(("result", if matched { "match" } else { "mismatch" }.to_string()));
+    metrics::counter!(SHADOW_COMPARISONS, &with_result).increment(1);
+    let histogram = metrics::histogram!(SHADOW_ABS_DIFF, &labels);
+    for d in abs_diffs {
+        histogram.record(*d);
+    }
+}
+
+/// Publishes a model's split: one gauge per version and role.
+pub fn route_weight(model: &str, version: u64, role: Role, percent: f64) {
+    metrics::gauge!(ROUTE_WEIGHT, "model" => model.to_string(), "version" => version.to_string(), "role" => role.as_str())
+        .set(percent);
+}
+
+pub fn count_reload(applied: bool) {
+    metrics::counter!(CONFIG_RELOADS, "outcome" => if applied { "applied" } else { "rejected" }).increment(1);
 }

@@ -57,12 +57,7 @@ pub async fn start_config(cfg: config::GatewayConfig) -> TestGateway {
     let data = gateway.data_addr;
     let admin = gateway.admin_addr;
     let client = Client::builder(TokioExecutor::new()).build_http();
-    TestGateway {
-        gateway: Some(gateway),
-        data,
-        admin,
-        client,
-    }
+    TestGateway { gateway: Some(gateway), data, admin, client }
 }
 
 pub struct Reply {
@@ -94,11 +89,7 @@ impl TestGateway {
             .expect("request succeeds");
         let (parts, body) = response.into_parts();
         let body = body.collect().await.expect("body").to_bytes();
-        Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        }
+        Reply { status: parts.status, headers: parts.headers, body }
     }
 
     pub async fn get(&self, path: &str) -> Reply {
@@ -106,9 +97,7 @@ impl TestGateway {
     }
 
     pub async fn get_at(&self, addr: SocketAddr, path: &str) -> Reply {
-        let req = Request::get(format!("http://{addr}{path}"))
-            .body(Full::new(Bytes::new()))
-            .unwrap();
+        let req = Request::get(format!("http://{addr}{path}")).body(Full::new(Bytes::new())).unwrap();
         self.send(req).await
     }
 
@@ -121,12 +110,7 @@ impl TestGateway {
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> Reply {
-        self.post(
-            path,
-            serde_json::to_vec(body).unwrap(),
-            &[("content-type", "application/json")],
-        )
-        .await
+        self.post(path, serde_json::to_vec(body).unwrap(), &[("content-type", "application/json")]).await
     }
 
     /// POST to `/v2/models/{model}/infer`.
@@ -159,9 +143,7 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 
 /// A credit-scoring request body with `rows` rows of 8 features.
 pub fn credit_request(rows: usize) -> Value {
-    let data: Vec<f32> = (0..rows * 8)
-        .map(|i| ((i * 37 % 17) as f32 - 8.0) / 4.0)
-        .collect();
+    let data: Vec<f32> = (0..rows * 8).map(|i| ((i * 37 % 17) as f32 - 8.0) / 4.0).collect();
     serde_json::json!({"inputs": [{"name": "features", "datatype": "FP32", "shape": [rows, 8], "data": data}]})
 }
 

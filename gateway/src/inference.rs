@@ -1,0 +1,163 @@
+//! The request flow every front end (HTTP, gRPC) shares once it knows the model: pick the
+//! version (from the one snapshot the request holds), run the decoded inputs through that
+//! version's queue, then hand a copy to the shadows and record the request's metrics once.
+//! Decoding and encoding stay in the front ends; everything here is protocol-agnostic.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::batching::InferError;
+use crate::protocol::ApiError;
+use crate::registry::{ServedModel, ServedVersion, ServingSnapshot};
+use crate::routing::{Route, RouteReason};
+use crate::shadow::Shadows;
+use crate::telemetry::{self, Outcome, Role};
+use crate::tensor::Tensor;
+
+/// Services the flow needs beyond the snapshot.
+#[derive(Default)]
+pub struct Inference {
+    pub shadows: Shadows,
+}
+
+/// The version that answers a request, and why.
+pub struct Target {
+    pub version: Arc<ServedVersion>,
+    pub route: Route,
+    started: Instant,
+}
+
+/// What the answering version produced.
+pub struct Answer {
+    pub inputs: Arc<Vec<Tensor>>,
+    pub outputs: Arc<Vec<Tensor>>,
+}
+
+/// Finds the model; errors here are counted without version labels.
+pub fn model<'s>(snapshot: &'s ServingSnapshot, name: &str) -> Result<&'s ServedModel, ApiError> {
+    let m = snapshot.model(name).ok_or_else(|| ApiError::UnknownModel(name.to_string()))?;
+    if !m.is_ready() {
+        return Err(not_ready(m));
+    }
+    Ok(m)
+}
+
+pub fn not_ready(m: &ServedModel) -> ApiError {
+    ApiError::NotReady {
+        model: m.name.clone(),
+        reason: m.failure.clone().unwrap_or_else(|| "its primary version is not loaded".to_string()),
+    }
+}
+
+/// Chooses the answering version. `pinned` comes from the path or the request itself;
+/// `header` looks up a request header (HTTP) or metadata entry (gRPC) by lower-case name, for
+/// the model's pin and sticky headers.
+pub fn pick<'h>(
+    m: &ServedModel,
+    pinned: Option<u64>,
+    header: impl Fn(&str) -> Option<&'h [u8]>,
+) -> Result<Target, ApiError> {
+    let started = Instant::now();
+    let pinned = match pinned {
+        Some(v) => Some(v),
+        None => pinned_by_header(m, &header)?,
+    };
+    let route = match pinned {
+        Some(version) => Route { version, role: Role::Pinned, reason: RouteReason::Pinned },
+        None => {
+            let key = m.routing.sticky_header.as_deref().and_then(&header);
+            m.routing.pick(key, fastrand::f64())
+        }
+    };
+    let version = m.version(route.version).cloned().ok_or_else(|| ApiError::UnknownVersion {
+        model: m.name.clone(),
+        version: route.version.to_string(),
+    })?;
+    Ok(Target { version, route, started })
+}
+
+fn pinned_by_header<'h>(
+    m: &ServedModel,
+    header: &impl Fn(&str) -> Option<&'h [u8]>,
+) -> Result<Option<u64>, ApiError> {
+    let Some(name) = m.routing.pin_header.as_deref() else { return Ok(None) };
+    let Some(value) = header(name) else { return Ok(None) };
+    let parsed =
+        std::str::from_utf8(value).ok().and_then(|s| s.trim().parse::<u64>().ok()).filter(|&v| v > 0);
+    parsed.map(Some).ok_or_else(|| {
+        ApiError::Malformed(format!(
+            "header {name} must be a positive version number, got {:?}",
+            String::from_utf8_lossy(value)
+        ))
+    })
+}
+
+impl Inference {
+    /// Runs validated inputs (in signature order) on the target version.
+    pub async fn run(
+        &self,
+        target: &Target,
+        inputs: Vec<Tensor>,
+        deadline: Instant,
+    ) -> Result<Answer, ApiError> {
+        let inputs = Arc::new(inputs);
+        let done = target
+            .version
+            .infer(inputs.clone(), deadline)
+            .await
+            .map_err(|e| infer_error(e, &target.version))?;
+        target.version.metrics.role(target.route.role).queue.record(done.queue_time.as_secs_f64());
+        Ok(Answer { inputs, outputs: Arc::new(done.outputs) })
+    }
+
+    /// Once the answer is on its way: mirror it to the shadows (never for pinned calls).
+    pub fn after_answer(&self, m: &ServedModel, target: &Target, answer: &Answer, shadow_timeout: Duration) {
+        if target.route.role != Role::Pinned && m.routing.has_shadows() {
+            self.shadows.mirror(m, &answer.inputs, &answer.outputs, shadow_timeout);
+        }
+    }
+}
+
+impl Target {
+    /// Records the request's outcome and duration under its version and role.
+    pub fn finish(&self, outcome: Outcome) {
+        self.version.metrics.role(self.route.role).finish(outcome, self.started.elapsed());
+    }
+}
+
+/// Counts a request that never reached a version.
+pub fn count_refused(snapshot: &ServingSnapshot, model: &str, e: &ApiError) {
+    telemetry::count_unrouted(snapshot.model(model).map(|m| m.name.as_str()), outcome_of(e));
+}
+
+fn infer_error(e: InferError, version: &ServedVersion) -> ApiError {
+    match e {
+        InferError::QueueFull { capacity } => ApiError::Overloaded(format!(
+            "model '{}' version {} has {capacity} requests waiting (max_queue); retry shortly",
+            version.model, version.version
+        )),
+        InferError::TimedOut => ApiError::TimedOut(format!(
+            "model '{}' version {} did not answer before the request deadline",
+            version.model, version.version
+        )),
+        InferError::Failed { reason } => ApiError::InferenceFailed(reason),
+        InferError::Closed => ApiError::ShuttingDown,
+    }
+}
+
+/// How each error is counted in `gateway_requests_total{outcome}`.
+pub fn outcome_of(e: &ApiError) -> Outcome {
+    match e {
+        ApiError::Malformed(_)
+        | ApiError::UnknownModel(_)
+        | ApiError::UnknownVersion { .. }
+        | ApiError::NoRoute { .. }
+        | ApiError::MethodNotAllowed { .. }
+        | ApiError::TooLarge { .. }
+        | ApiError::Mismatch(_)
+        | ApiError::Unauthorized => Outcome::ClientError,
+        ApiError::NotReady { .. } | ApiError::Overloaded(_) | ApiError::ShuttingDown => Outcome::Rejected,
+        ApiError::TimedOut(_) => Outcome::Timeout,
+        ApiError::InferenceFailed(_) | ApiError::Internal(_) => Outcome::ServerError,
+    }
+}

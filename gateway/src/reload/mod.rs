@@ -1,0 +1,185 @@
+//! The single reload path, whatever triggers it (the config file changing, SIGHUP,
+//! `POST /admin/reload`): read and validate the whole config → load and warm the versions it
+//! adds (reusing the ones it keeps) → flip the snapshot in one step. Any problem refuses the
+//! whole change, lists every problem with its path, and leaves the running routing serving.
+//!
+//! Settings that cannot change while running (listen addresses, connection limits, the admin
+//! token) keep their running values; a reload that changes them says so.
+
+mod watch;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+pub use watch::watch_file;
+
+use crate::config::{self, ConfigError, GatewayConfig, Overrides, Problem};
+use crate::registry::{self, OnFailure, Registry, ServingSnapshot};
+use crate::telemetry;
+
+/// Where the config comes from.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    File {
+        path: PathBuf,
+        overrides: Overrides,
+    },
+    /// `--model-repository DIR`: a reload rescans the folder (new versions become primary).
+    Repository {
+        dir: PathBuf,
+        overrides: Overrides,
+    },
+    /// Built in code (tests): nothing to re-read.
+    Fixed,
+}
+
+/// What an applied reload changed.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadReport {
+    pub outcome: &'static str,
+    pub trigger: String,
+    pub generation: u64,
+    /// `model/version` loaded by this reload.
+    pub loaded: Vec<String>,
+    /// `model/version` no longer served (drained, then freed).
+    pub unloaded: Vec<String>,
+    /// The effective routing, one line per model.
+    pub routing: Vec<String>,
+    /// Settings the file changed that only a restart applies.
+    pub restart_required: Vec<String>,
+}
+
+/// A refused reload: every problem, with its path.
+#[derive(Debug, Clone, Serialize, thiserror::Error)]
+#[error("reload refused ({} problem(s)); the running configuration keeps serving", problems.len())]
+pub struct ReloadRefused {
+    pub trigger: String,
+    pub problems: Vec<Problem>,
+}
+
+pub struct Reloader {
+    registry: Arc<Registry>,
+    source: ConfigSource,
+    /// One reload at a time: a second trigger waits, then reloads the newest file.
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl Reloader {
+    pub fn new(registry: Arc<Registry>, source: ConfigSource) -> Reloader {
+        Reloader { registry, source, lock: tokio::sync::Mutex::new(()) }
+    }
+
+    pub fn source(&self) -> &ConfigSource {
+        &self.source
+    }
+
+    pub async fn reload(&self, trigger: &str) -> Result<ReloadReport, ReloadRefused> {
+        let _one_at_a_time = self.lock.lock().await;
+        let result = self.reload_locked(trigger).await;
+        telemetry::count_reload(result.is_ok());
+        match &result {
+            Ok(r) => tracing::info!(
+                trigger,
+                generation = r.generation,
+                loaded = ?r.loaded,
+                unloaded = ?r.unloaded,
+                restart_required = ?r.restart_required,
+                "config reload applied"
+            ),
+            Err(refused) => {
+                for p in &refused.problems {
+                    tracing::error!(trigger, "config reload refused: {p}");
+                }
+            }
+        }
+        result
+    }
+
+    async fn reload_locked(&self, trigger: &str) -> Result<ReloadReport, ReloadRefused> {
+        let refuse = |problems: Vec<Problem>| ReloadRefused { trigger: trigger.to_string(), problems };
+        let mut next_config = self.read().map_err(|e| refuse(e.problems))?;
+        let current = self.registry.snapshot();
+        let restart_required = keep_running_settings(&current.config, &mut next_config);
+        let next_config = Arc::new(next_config);
+        let generation = self.registry.next_generation();
+        let previous = current.clone();
+        let next = tokio::task::spawn_blocking(move || {
+            registry::prepare(next_config, Some(&previous), generation, OnFailure::RefuseAll)
+        })
+        .await
+        .map_err(|e| refuse(vec![Problem::new("", format!("loading was interrupted: {e}"))]))?
+        .map_err(refuse)?;
+        let (loaded, unloaded) = changes(&current, &next);
+        let routing = next.config.describe_routing().lines().map(str::to_string).collect();
+        self.registry.flip(next);
+        Ok(ReloadReport {
+            outcome: "applied",
+            trigger: trigger.to_string(),
+            generation,
+            loaded,
+            unloaded,
+            routing,
+            restart_required,
+        })
+    }
+
+    fn read(&self) -> Result<GatewayConfig, ConfigError> {
+        match &self.source {
+            ConfigSource::File { path, overrides } => config::load_file(path, overrides),
+            ConfigSource::Repository { dir, overrides } => config::from_repository(dir, overrides),
+            ConfigSource::Fixed => {
+                Err(Problem::new("", "this gateway was started without a config file; nothing to reload")
+                    .into())
+            }
+        }
+    }
+}
+
+/// Copies the settings only a restart can change from `running` into `next`; names the ones
+/// the new config tried to change.
+fn keep_running_settings(running: &GatewayConfig, next: &mut GatewayConfig) -> Vec<String> {
+    let (r, n) = (&running.server, &mut next.server);
+    let mut changed = Vec::new();
+    macro_rules! keep {
+        ($field:ident, $name:literal) => {
+            if r.$field != n.$field {
+                changed.push(format!("{} (running: {:?}, file: {:?})", $name, r.$field, n.$field));
+                n.$field = r.$field.clone();
+            }
+        };
+    }
+    keep!(listen, "server.listen");
+    keep!(admin_listen, "server.admin_listen");
+    keep!(grpc_listen, "server.grpc_listen");
+    keep!(max_in_flight, "server.max_in_flight");
+    keep!(request_timeout, "server.request_timeout_ms");
+    keep!(header_read_timeout, "server.header_read_timeout_ms");
+    keep!(idle_timeout, "server.idle_timeout_ms");
+    keep!(drain_timeout, "server.drain_timeout_ms");
+    if running.admin != next.admin {
+        changed.push("admin.token_env".to_string());
+        next.admin = running.admin.clone();
+    }
+    for c in &changed {
+        tracing::warn!("{c} changed in the config file; it takes effect only after a restart");
+    }
+    changed
+}
+
+/// `model/version` names loaded (new or rebuilt) and unloaded by going from `a` to `b`.
+fn changes(a: &ServingSnapshot, b: &ServingSnapshot) -> (Vec<String>, Vec<String>) {
+    let same = |x: &ServingSnapshot, y: &ServingSnapshot, model: &str, version: u64| {
+        let get = |s: &ServingSnapshot| s.model(model).and_then(|m| m.version(version)).cloned();
+        matches!((get(x), get(y)), (Some(p), Some(q)) if Arc::ptr_eq(&p, &q))
+    };
+    let names = |s: &ServingSnapshot| -> Vec<(String, u64)> {
+        s.models.values().flat_map(|m| m.versions.keys().map(|v| (m.name.clone(), *v))).collect()
+    };
+    let loaded =
+        names(b).into_iter().filter(|(m, v)| !same(a, b, m, *v)).map(|(m, v)| format!("{m}/{v}")).collect();
+    let unloaded =
+        names(a).into_iter().filter(|(m, v)| !same(a, b, m, *v)).map(|(m, v)| format!("{m}/{v}")).collect();
+    (loaded, unloaded)
+}
