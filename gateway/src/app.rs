@@ -91,7 +91,9 @@ impl Gateway {
             tokio::spawn(http::serve(admin, admin_service(admin_plane), limits, signal.clone())),
         ];
         if let (true, ConfigSource::File { path, .. }) = (watch, &source) {
-            tasks.push(tokio::spawn(watch_file(reloader.clone(), path.clone(), signal)));
+            // Read now, not when the task first runs: an edit made meanwhile must count.
+            let seen = std::fs::read(path).ok();
+            tasks.push(tokio::spawn(watch_file(reloader.clone(), path.clone(), seen, signal)));
         }
         tracing::info!(%data_addr, %admin_addr, models = config.models.len(), "gateway serving");
         Ok(Gateway { data_addr, admin_addr, registry, reloader, inference, shutdown, tasks })

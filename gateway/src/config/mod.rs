@@ -227,13 +227,29 @@ impl Overrides {
 pub fn parse(text: &str) -> Result<RawConfig, ConfigError> {
     let mut unknown = Vec::new();
     let deserializer = toml::Deserializer::parse(text).map_err(|e| Problem::new("", toml_message(&e)))?;
-    let raw: RawConfig = serde_ignored::deserialize(deserializer, |path| unknown.push(path.to_string()))
+    let raw: RawConfig = serde_ignored::deserialize(deserializer, |path| unknown.push(config_path(&path)))
         .map_err(|e| Problem::new("", toml_message(&e)))?;
     if unknown.is_empty() {
         return Ok(raw);
     }
     let problems = unknown.into_iter().map(|path| Problem::new(path, "unknown key")).collect();
     Err(ConfigError { problems })
+}
+
+/// `models.x.routing.candidates[0].weight`: keys joined by dots, list indices in brackets.
+fn config_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", config_path(parent)),
+        Path::Map { parent, key } => {
+            let parent = config_path(parent);
+            if parent.is_empty() { key.to_string() } else { format!("{parent}.{key}") }
+        }
+        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => {
+            config_path(parent)
+        }
+    }
 }
 
 fn toml_message(e: &toml::de::Error) -> String {

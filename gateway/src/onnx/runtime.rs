@@ -31,10 +31,25 @@ fn init() -> Result<Environment, OnnxError> {
     let env = builder
         .with_name("gateway")
         .with_telemetry(false)
+        .with_logger(std::sync::Arc::new(forward_log))
         .build()
         .map_err(|e| OnnxError::Library { message: format!("could not start ONNX Runtime: {e}") })?;
     tracing::info!(library = %path.display(), "loaded ONNX Runtime");
     Ok(env)
+}
+
+/// ONNX Runtime's own log lines, into ours. Its errors are about runs and loads that fail, and
+/// those failures reach the caller (and our logs) as errors already: keep them at debug so a
+/// client sending bad data cannot flood the log.
+fn forward_log(level: ort::logging::LogLevel, _category: &str, _id: &str, location: &str, message: &str) {
+    use ort::logging::LogLevel;
+    match level {
+        LogLevel::Warning => tracing::warn!(target: "onnxruntime", location, "{message}"),
+        LogLevel::Error | LogLevel::Fatal | LogLevel::Info => {
+            tracing::debug!(target: "onnxruntime", location, "{message}")
+        }
+        LogLevel::Verbose => tracing::trace!(target: "onnxruntime", location, "{message}"),
+    }
 }
 
 /// The candidate library paths, in the order they are tried.

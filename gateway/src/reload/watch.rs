@@ -13,9 +13,14 @@ use super::Reloader;
 const POLL: Duration = Duration::from_millis(500);
 const SETTLE: Duration = Duration::from_millis(300);
 
-/// Reloads through `reloader` whenever `path`'s content changes, until `shutdown` turns true.
-pub async fn watch_file(reloader: Arc<Reloader>, path: PathBuf, mut shutdown: watch::Receiver<bool>) {
-    let mut seen = tokio::fs::read(&path).await.ok();
+/// Reloads through `reloader` whenever `path`'s content differs from `seen` (the content the
+/// running config came from), until `shutdown` turns true.
+pub async fn watch_file(
+    reloader: Arc<Reloader>,
+    path: PathBuf,
+    mut seen: Option<Vec<u8>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}

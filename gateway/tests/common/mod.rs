@@ -148,3 +148,58 @@ pub fn credit_request(rows: usize) -> Value {
 }
 
 pub const CREDIT: &str = "[models.credit-scoring]\nrepository = \"REPO\"\nrouting = { primary = 1 }\n";
+
+/// A unique scratch folder for one test (under the target dir's tmp).
+pub fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{name}-{}-{}", std::process::id(), fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Writes a config file (listeners on 127.0.0.1:0, `REPO`/`TESTS` replaced) into `dir`.
+pub fn write_config(dir: &std::path::Path, toml: &str) -> std::path::PathBuf {
+    let path = dir.join("gateway.toml");
+    let text = format!("[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{}", with_paths(toml));
+    // Write then rename, as an editor would: the watcher never sees half a file.
+    let temp = dir.join("gateway.toml.tmp");
+    std::fs::write(&temp, text).unwrap();
+    std::fs::rename(&temp, &path).unwrap();
+    path
+}
+
+/// Starts a gateway from a config file, so reloads re-read it.
+pub async fn start_file(path: &std::path::Path, watch: bool) -> TestGateway {
+    let overrides = Overrides::default();
+    let cfg = config::load_file(path, &overrides).unwrap_or_else(|e| panic!("{e}"));
+    let source = gateway::reload::ConfigSource::File { path: path.to_path_buf(), overrides };
+    let gateway = Gateway::start_with(cfg, source, watch).await.expect("gateway starts");
+    let (data, admin) = (gateway.data_addr, gateway.admin_addr);
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    TestGateway { gateway: Some(gateway), data, admin, client }
+}
+
+impl TestGateway {
+    /// POST on the admin plane, with a bearer token when given.
+    pub async fn admin_post(&self, path: &str, token: Option<&str>) -> Reply {
+        let mut req = Request::post(format!("http://{}{path}", self.admin));
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        self.send(req.body(Full::new(Bytes::new())).unwrap()).await
+    }
+
+    /// Polls /metrics until `done` holds for it (bounded by 30 s).
+    pub async fn wait_for_metrics(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = self.metrics().await;
+            if done(&text) {
+                return text;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await; // polling interval, not a wait-and-hope
+
+        }
+    }
+}
