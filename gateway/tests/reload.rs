@@ -36,7 +36,11 @@ async fn reloads_under_load_lose_no_request() {
                 let (mut ok, mut failed) = (0usize, Vec::new());
                 while !stop.load(Ordering::Relaxed) {
                     let reply = gw.post("/v2/models/credit-scoring/infer", body.clone(), &[]).await;
-                    if reply.status == 200 { ok += 1 } else { failed.push(String::from_utf8_lossy(&reply.body).to_string()) }
+                    if reply.status == 200 {
+                        ok += 1
+                    } else {
+                        failed.push(String::from_utf8_lossy(&reply.body).to_string())
+                    }
                 }
                 (ok, failed)
             })
@@ -69,7 +73,8 @@ async fn reloads_under_load_lose_no_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unloaded_versions_drain_and_free_their_workers() {
     let dir = scratch("reload-free");
-    let mirror = |routing: &str| format!("[models.mirror]\nrepository = \"TESTS\"\nrouting = {{ {routing} }}\n");
+    let mirror =
+        |routing: &str| format!("[models.mirror]\nrepository = \"TESTS\"\nrouting = {{ {routing} }}\n");
     let path = write_config(&dir, &mirror("primary = 1, versions = [3]"));
     let gw = start_file(&path, false).await;
     assert!(worker_threads("ort-mirror-v3-").await > 0);
@@ -105,7 +110,8 @@ fn odd_repo() -> std::path::PathBuf {
     let model = repo.join("credit-scoring");
     for (v, from) in [(1, "credit-scoring/1"), (8, "dense/1")] {
         std::fs::create_dir_all(model.join(v.to_string())).unwrap();
-        std::fs::copy(format!("{}/{from}/model.onnx", common::repo()), model.join(format!("{v}/model.onnx"))).unwrap();
+        std::fs::copy(format!("{}/{from}/model.onnx", common::repo()), model.join(format!("{v}/model.onnx")))
+            .unwrap();
     }
     std::fs::create_dir_all(model.join("9")).unwrap();
     std::fs::write(model.join("9/model.onnx"), b"not a model").unwrap();
@@ -134,20 +140,37 @@ fn problems(body: &serde_json::Value) -> Vec<(String, String)> {
 async fn bad_reloads_are_refused_whole_and_the_old_routing_serves() {
     let repo = odd_repo();
     let dir = scratch("reload-bad");
-    let good = format!("[models.credit-scoring]\nrepository = \"{}\"\nrouting = {{ primary = 1 }}\n", repo.display());
+    let good = format!(
+        "[models.credit-scoring]\nrepository = \"{}\"\nrouting = {{ primary = 1 }}\n",
+        repo.display()
+    );
     let path = write_config(&dir, &good);
     let gw = start_file(&path, false).await;
     let before = metric(&gw.metrics().await, "gateway_config_reloads_total", &[("outcome", "rejected")]);
-    let with = |routing: &str| format!("[models.credit-scoring]\nrepository = \"{}\"\nrouting = {{ {routing} }}\n", repo.display());
+    let with = |routing: &str| {
+        format!("[models.credit-scoring]\nrepository = \"{}\"\nrouting = {{ {routing} }}\n", repo.display())
+    };
 
     let body = refused(&gw, &dir, &with("primary = 1, candidates = [{ version = 8, percent = 70.0 }, { version = 9, percent = 40.0 }], typo = 1")).await;
     let p = problems(&body);
     assert!(p.iter().any(|(path, _)| path == "models.credit-scoring.routing.typo"), "{p:?}");
     // Unknown keys stop parsing, so fix that and see the rest reported together.
-    let body = refused(&gw, &dir, &with("primary = 1, candidates = [{ version = 7, percent = 70.0 }, { version = 6, percent = 40.0 }]")).await;
+    let body = refused(
+        &gw,
+        &dir,
+        &with("primary = 1, candidates = [{ version = 7, percent = 70.0 }, { version = 6, percent = 40.0 }]"),
+    )
+    .await;
     let p = problems(&body);
-    assert!(p.iter().any(|(path, m)| path == "models.credit-scoring.routing.candidates" && m.contains("110")), "{p:?}");
-    assert!(p.iter().any(|(path, m)| path == "models.credit-scoring.routing.candidates[0].version" && m.contains("does not exist")), "{p:?}");
+    assert!(
+        p.iter().any(|(path, m)| path == "models.credit-scoring.routing.candidates" && m.contains("110")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter().any(|(path, m)| path == "models.credit-scoring.routing.candidates[0].version"
+            && m.contains("does not exist")),
+        "{p:?}"
+    );
     assert!(p.iter().any(|(path, _)| path == "models.credit-scoring.routing.candidates[1].version"), "{p:?}");
 
     let body = refused(&gw, &dir, &with("primary = 1, candidates = [{ version = 9, percent = 5.0 }]")).await;
@@ -158,7 +181,11 @@ async fn bad_reloads_are_refused_whole_and_the_old_routing_serves() {
 
     let body = refused(&gw, &dir, &with("primary = 1, shadows = [{ version = 8, percent = 100.0 }]")).await;
     let p = problems(&body);
-    assert!(p[0].1.contains("does not accept the primary's (v1) inputs") && p[0].1.contains("'features' is missing"), "{p:?}");
+    assert!(
+        p[0].1.contains("does not accept the primary's (v1) inputs")
+            && p[0].1.contains("'features' is missing"),
+        "{p:?}"
+    );
 
     // Still v1 alone, still answering.
     let reply = gw.infer("credit-scoring", &credit_request(1)).await;

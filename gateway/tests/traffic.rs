@@ -22,7 +22,11 @@ versions = [3]
 "#;
 
 /// Sends `n` requests from 8 concurrent clients; counts answers per `x-model-version`.
-async fn versions_of(gw: &Arc<TestGateway>, n: usize, headers: impl Fn(usize) -> Vec<(String, String)>) -> HashMap<String, usize> {
+async fn versions_of(
+    gw: &Arc<TestGateway>,
+    n: usize,
+    headers: impl Fn(usize) -> Vec<(String, String)>,
+) -> HashMap<String, usize> {
     let body = serde_json::to_vec(&credit_request(1)).unwrap();
     let headers: Vec<Vec<(String, String)>> = (0..n).map(headers).collect();
     let mut tasks = Vec::new();
@@ -35,7 +39,10 @@ async fn versions_of(gw: &Arc<TestGateway>, n: usize, headers: impl Fn(usize) ->
                 let pairs: Vec<(&str, &str)> = h.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
                 let reply = gw.post("/v2/models/credit-scoring/infer", body.clone(), &pairs).await;
                 assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
-                assert_eq!(reply.header("x-model-version").unwrap(), reply.json()["model_version"].as_str().unwrap());
+                assert_eq!(
+                    reply.header("x-model-version").unwrap(),
+                    reply.json()["model_version"].as_str().unwrap()
+                );
                 seen.push(reply.header("x-model-version").unwrap().to_string());
             }
             seen
@@ -59,10 +66,28 @@ async fn weighted_split_matches_the_configured_percent() {
     assert!((673.0..=927.0).contains(&candidate), "{counts:?}");
     assert_eq!(counts.get("1").copied().unwrap_or(0) as f64 + candidate, 4000.0, "{counts:?}");
     let text = gw.metrics().await;
-    let candidate_ok = metric(&text, "gateway_requests_total", &[("model", "credit-scoring"), ("version", "2"), ("role", "candidate"), ("outcome", "ok")]);
+    let candidate_ok = metric(
+        &text,
+        "gateway_requests_total",
+        &[("model", "credit-scoring"), ("version", "2"), ("role", "candidate"), ("outcome", "ok")],
+    );
     assert!(candidate_ok >= candidate, "{candidate_ok} < {candidate}");
-    assert_eq!(metric(&text, "gateway_route_weight_percent", &[("model", "credit-scoring"), ("version", "2"), ("role", "candidate")]), 20.0);
-    assert_eq!(metric(&text, "gateway_route_weight_percent", &[("model", "credit-scoring"), ("version", "1"), ("role", "primary")]), 80.0);
+    assert_eq!(
+        metric(
+            &text,
+            "gateway_route_weight_percent",
+            &[("model", "credit-scoring"), ("version", "2"), ("role", "candidate")]
+        ),
+        20.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "gateway_route_weight_percent",
+            &[("model", "credit-scoring"), ("version", "1"), ("role", "primary")]
+        ),
+        80.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,16 +118,37 @@ async fn pins_choose_the_version_and_skip_the_split() {
     let counts = versions_of(&gw, 200, |_| vec![("x-model-version".into(), "2".into())]).await;
     assert_eq!(counts.get("2"), Some(&200), "{counts:?}");
     // A pin-only version, by header and by path.
-    let pinned = gw.post("/v2/models/credit-scoring/infer", serde_json::to_vec(&credit_request(1)).unwrap(), &[("x-model-version", "3")]).await;
-    assert_eq!((pinned.header("x-model-version"), pinned.header("x-route-reason")), (Some("3"), Some("pinned")));
+    let pinned = gw
+        .post(
+            "/v2/models/credit-scoring/infer",
+            serde_json::to_vec(&credit_request(1)).unwrap(),
+            &[("x-model-version", "3")],
+        )
+        .await;
+    assert_eq!(
+        (pinned.header("x-model-version"), pinned.header("x-route-reason")),
+        (Some("3"), Some("pinned"))
+    );
     let by_path = gw.post_json("/v2/models/credit-scoring/versions/3/infer", &credit_request(1)).await;
     assert_eq!(by_path.json()["model_version"], "3");
     assert_eq!(by_path.header("x-route-reason"), Some("pinned"));
     // A version that is not loaded cannot be pinned.
-    let missing = gw.post("/v2/models/credit-scoring/infer", serde_json::to_vec(&credit_request(1)).unwrap(), &[("x-model-version", "7")]).await;
+    let missing = gw
+        .post(
+            "/v2/models/credit-scoring/infer",
+            serde_json::to_vec(&credit_request(1)).unwrap(),
+            &[("x-model-version", "7")],
+        )
+        .await;
     assert_eq!(missing.status, 404, "{}", missing.error());
     let text = gw.metrics().await;
-    assert!(metric(&text, "gateway_requests_total", &[("model", "credit-scoring"), ("version", "2"), ("role", "pinned"), ("outcome", "ok")]) >= 200.0);
+    assert!(
+        metric(
+            &text,
+            "gateway_requests_total",
+            &[("model", "credit-scoring"), ("version", "2"), ("role", "pinned"), ("outcome", "ok")]
+        ) >= 200.0
+    );
 }
 
 const SHADOWED: &str = r#"
@@ -120,7 +166,13 @@ async fn shadows_see_every_routed_request_and_are_compared() {
         assert_eq!(reply.json()["model_version"], "1");
     }
     // Pinned calls are never shadowed.
-    let pinned = gw.post("/v2/models/credit-scoring/infer", serde_json::to_vec(&credit_request(1)).unwrap(), &[("x-model-version", "1")]).await;
+    let pinned = gw
+        .post(
+            "/v2/models/credit-scoring/infer",
+            serde_json::to_vec(&credit_request(1)).unwrap(),
+            &[("x-model-version", "1")],
+        )
+        .await;
     assert_eq!(pinned.status, 200);
     let shadow = [("model", "credit-scoring"), ("version", "3")];
     let text = gw
@@ -128,16 +180,31 @@ async fn shadows_see_every_routed_request_and_are_compared() {
             metric(t, "gateway_shadow_requests_total", &[shadow[0], shadow[1], ("outcome", "ok")]) >= n as f64
         })
         .await;
-    assert_eq!(metric(&text, "gateway_shadow_requests_total", &[shadow[0], shadow[1], ("outcome", "ok")]), n as f64);
+    assert_eq!(
+        metric(&text, "gateway_shadow_requests_total", &[shadow[0], shadow[1], ("outcome", "ok")]),
+        n as f64
+    );
     for output in ["label", "probabilities"] {
-        let compared = metric(&text, "gateway_shadow_comparisons_total", &[shadow[0], shadow[1], ("output", output)]);
+        let compared =
+            metric(&text, "gateway_shadow_comparisons_total", &[shadow[0], shadow[1], ("output", output)]);
         assert_eq!(compared, n as f64, "{output}");
     }
     // v3 is v1 with slightly perturbed weights: its probabilities differ a little, per element.
-    let diffs = metric(&text, "gateway_shadow_abs_diff_count", &[shadow[0], shadow[1], ("output", "probabilities")]);
+    let diffs =
+        metric(&text, "gateway_shadow_abs_diff_count", &[shadow[0], shadow[1], ("output", "probabilities")]);
     assert_eq!(diffs, (n * 2 * 2) as f64);
-    assert!(metric(&text, "gateway_shadow_abs_diff_sum", &[shadow[0], shadow[1], ("output", "probabilities")]) > 0.0);
-    assert_eq!(metric(&text, "gateway_requests_total", &[shadow[0], shadow[1], ("role", "shadow"), ("outcome", "ok")]), n as f64);
+    assert!(
+        metric(&text, "gateway_shadow_abs_diff_sum", &[shadow[0], shadow[1], ("output", "probabilities")])
+            > 0.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "gateway_requests_total",
+            &[shadow[0], shadow[1], ("role", "shadow"), ("outcome", "ok")]
+        ),
+        n as f64
+    );
     gw.stop().await;
 }
 
@@ -172,11 +239,20 @@ async fn a_failing_shadow_leaves_primary_answers_intact() {
         assert_eq!(got, expected);
     }
     let labels = [("model", "mirror"), ("version", "3"), ("outcome", "error")];
-    gw.wait_for_metrics("20 failed shadow requests", |t| metric(t, "gateway_shadow_requests_total", &labels) >= 20.0)
-        .await;
+    gw.wait_for_metrics("20 failed shadow requests", |t| {
+        metric(t, "gateway_shadow_requests_total", &labels) >= 20.0
+    })
+    .await;
     let text = gw.metrics().await;
     assert_eq!(metric(&text, "gateway_requests_total", &ok) - before, 20.0);
-    assert_eq!(metric(&text, "gateway_requests_total", &[("model", "mirror"), ("version", "1"), ("outcome", "server_error")]), 0.0);
+    assert_eq!(
+        metric(
+            &text,
+            "gateway_requests_total",
+            &[("model", "mirror"), ("version", "1"), ("outcome", "server_error")]
+        ),
+        0.0
+    );
     gw.stop().await;
 }
 

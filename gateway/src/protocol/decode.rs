@@ -222,7 +222,28 @@ fn decode_input(
     if data.len() != count {
         return Err(count_mismatch(name, &shape, count, Some(data.len())));
     }
+    if let TensorData::Bytes(elements) = &data {
+        check_strings(name, elements)?;
+    }
     Ok(Tensor { name: name.to_string(), shape, data })
+}
+
+/// BYTES inputs become ONNX string tensors, which hold UTF-8 text without NUL bytes: anything
+/// else is the client's mistake (400), not an inference failure (500).
+fn check_strings(name: &str, elements: &[Vec<u8>]) -> Result<(), ApiError> {
+    for (i, e) in elements.iter().enumerate() {
+        if std::str::from_utf8(e).is_err() {
+            return Err(ApiError::Malformed(format!(
+                "input '{name}': BYTES element {i} is not valid UTF-8, which an ONNX string tensor requires"
+            )));
+        }
+        if e.contains(&0) {
+            return Err(ApiError::Malformed(format!(
+                "input '{name}': BYTES element {i} contains a NUL byte, which an ONNX string cannot hold"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn checked_shape(name: &str, dims: &[i64], limits: &DecodeLimits) -> Result<Vec<usize>, ApiError> {
@@ -585,6 +606,28 @@ mod tests {
         body.push(0);
         let err = decode_infer(&body, Some(json.len()), &sig(), &DecodeLimits::default()).unwrap_err();
         assert!(err.to_string().contains("no input claims"), "{err}");
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_or_hold_nul_are_refused_as_malformed() {
+        let sig = ModelSignature {
+            inputs: vec![TensorSpec { name: "s".into(), datatype: DataType::Bytes, shape: vec![-1] }],
+            outputs: vec![],
+        };
+        let json = r#"{"inputs":[{"name":"s","datatype":"BYTES","shape":[2],"parameters":{"binary_data_size":11}}]}"#;
+        let mut body = json.as_bytes().to_vec();
+        body.extend(2u32.to_le_bytes());
+        body.extend(b"ok");
+        body.extend(1u32.to_le_bytes());
+        body.push(0xff);
+        let err = decode_infer(&body, Some(json.len()), &sig, &DecodeLimits::default()).unwrap_err();
+        assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
+        assert!(err.to_string().contains("element 1 is not valid UTF-8"), "{err}");
+        let nul = r#"{"inputs":[{"name":"s","datatype":"BYTES","shape":[1],"data":["a\u0000b"]}]}"#;
+        let err = decode_infer(nul.as_bytes(), None, &sig, &DecodeLimits::default()).unwrap_err();
+        assert!(err.to_string().contains("NUL"), "{err}");
+        let fine = r#"{"inputs":[{"name":"s","datatype":"BYTES","shape":[1],"data":["Grüße"]}]}"#;
+        assert!(decode_infer(fine.as_bytes(), None, &sig, &DecodeLimits::default()).is_ok());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Shared test harness: start a real gateway on 127.0.0.1:0 from a TOML snippet, and a small
 //! HTTP client. Every test file includes it with `mod common;`.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -151,8 +152,11 @@ pub const CREDIT: &str = "[models.credit-scoring]\nrepository = \"REPO\"\nroutin
 
 /// A unique scratch folder for one test (under the target dir's tmp).
 pub fn scratch(name: &str) -> std::path::PathBuf {
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("{name}-{}-{}", std::process::id(), fastrand::u64(..)));
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -160,7 +164,8 @@ pub fn scratch(name: &str) -> std::path::PathBuf {
 /// Writes a config file (listeners on 127.0.0.1:0, `REPO`/`TESTS` replaced) into `dir`.
 pub fn write_config(dir: &std::path::Path, toml: &str) -> std::path::PathBuf {
     let path = dir.join("gateway.toml");
-    let text = format!("[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{}", with_paths(toml));
+    let text =
+        format!("[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{}", with_paths(toml));
     // Write then rename, as an editor would: the watcher never sees half a file.
     let temp = dir.join("gateway.toml.tmp");
     std::fs::write(&temp, text).unwrap();
@@ -199,7 +204,148 @@ impl TestGateway {
             }
             assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
             tokio::time::sleep(Duration::from_millis(5)).await; // polling interval, not a wait-and-hope
-
         }
+    }
+}
+
+// ---- Added for the protocol, binary and hostile tests ----
+
+/// A `[models.NAME]` table serving `models/tests/NAME` version 1.
+pub fn test_model(name: &str) -> String {
+    format!("[models.{name}]\nrepository = \"TESTS\"\nrouting = {{ primary = 1 }}\n")
+}
+
+/// `models/tests/reference.json`: inputs and the outputs Python's onnxruntime gave for them.
+pub fn reference() -> Vec<Value> {
+    let path = format!("{}/reference.json", test_repo());
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    match serde_json::from_str(&text).unwrap() {
+        Value::Array(entries) => entries,
+        other => panic!("{path} is not a JSON array: {other}"),
+    }
+}
+
+/// A binary-extension body: the JSON header, then `raw`; returns it with the JSON length.
+pub fn binary_body(json: &Value, raw: &[u8]) -> (Vec<u8>, usize) {
+    let mut body = serde_json::to_vec(json).unwrap();
+    let json_length = body.len();
+    body.extend_from_slice(raw);
+    (body, json_length)
+}
+
+/// BYTES elements in the binary encoding: a 4-byte little-endian length before each.
+pub fn length_prefixed(elements: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in elements {
+        out.extend_from_slice(&u32::try_from(e.len()).unwrap().to_le_bytes());
+        out.extend_from_slice(e);
+    }
+    out
+}
+
+impl TestGateway {
+    /// POSTs `json` followed by `raw` with `Inference-Header-Content-Length` set.
+    pub async fn post_binary(&self, path: &str, json: &Value, raw: &[u8]) -> Reply {
+        let (body, json_length) = binary_body(json, raw);
+        let n = json_length.to_string();
+        self.post(
+            path,
+            body,
+            &[("content-type", "application/octet-stream"), ("inference-header-content-length", &n)],
+        )
+        .await
+    }
+
+    /// Sends `request` as raw bytes on a fresh connection (closed by the request's
+    /// `Connection: close`) and returns everything the gateway wrote back.
+    pub async fn raw(&self, request: &[u8]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.data).await.unwrap();
+        stream.write_all(request).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut out))
+            .await
+            .expect("connection closed within 60 s")
+            .unwrap();
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+/// A binary-extension reply split into its JSON header and each binary output's bytes.
+pub struct BinaryReply {
+    pub json: Value,
+    /// Output name → its raw bytes, for the outputs sent as binary data.
+    pub parts: Vec<(String, Vec<u8>)>,
+}
+
+impl BinaryReply {
+    pub fn part(&self, name: &str) -> &[u8] {
+        self.parts
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, b)| b.as_slice())
+            .unwrap_or_else(|| panic!("no binary part for output {name}"))
+    }
+}
+
+impl Reply {
+    /// Splits a binary-extension reply, checking its header and content type, that each
+    /// binary output's `binary_data_size` is honoured and that no byte is left over.
+    pub fn binary(&self) -> BinaryReply {
+        assert_eq!(self.status, 200, "{}", String::from_utf8_lossy(&self.body));
+        assert_eq!(self.header("content-type"), Some("application/octet-stream"));
+        let n: usize = self
+            .header("inference-header-content-length")
+            .expect("inference-header-content-length header")
+            .parse()
+            .unwrap();
+        assert!(n <= self.body.len(), "header length {n} > body {}", self.body.len());
+        let json: Value = serde_json::from_slice(&self.body[..n]).unwrap();
+        let mut rest = &self.body[n..];
+        let mut parts = Vec::new();
+        for out in json["outputs"].as_array().unwrap() {
+            if let Some(size) = out["parameters"]["binary_data_size"].as_u64() {
+                assert!(out.get("data").is_none(), "binary output with data too: {out}");
+                let size = usize::try_from(size).unwrap();
+                assert!(size <= rest.len(), "{out} claims {size} bytes, {} remain", rest.len());
+                let (mine, tail) = rest.split_at(size);
+                parts.push((out["name"].as_str().unwrap().to_string(), mine.to_vec()));
+                rest = tail;
+            }
+        }
+        assert!(rest.is_empty(), "{} bytes after the last binary output", rest.len());
+        BinaryReply { json, parts }
+    }
+
+    /// The output called `name` in a JSON reply.
+    pub fn output(&self, name: &str) -> Value {
+        let v = self.json();
+        v["outputs"]
+            .as_array()
+            .and_then(|outs| outs.iter().find(|o| o["name"] == name).cloned())
+            .unwrap_or_else(|| panic!("no output {name} in {v}"))
+    }
+}
+
+/// Asserts `got` equals `expected` element by element: integers, booleans and strings
+/// exactly, floats within 1e-4 relative (1e-6 absolute near zero); `what` names the tensor.
+pub fn assert_data_close(what: &str, expected: &Value, got: &Value) {
+    let (e, g) = (flat(expected), flat(got));
+    assert_eq!(e.len(), g.len(), "{what}: {e:?} vs {g:?}");
+    for (i, (e, g)) in e.iter().zip(&g).enumerate() {
+        match (e.as_f64(), g.as_f64()) {
+            (Some(x), Some(y)) if e.is_f64() || g.is_f64() => {
+                let ok = (x - y).abs() <= 1e-6 || (x - y).abs() <= 1e-4 * x.abs().max(y.abs());
+                assert!(ok, "{what}[{i}]: expected {x}, got {y}");
+            }
+            _ => assert_eq!(e, g, "{what}[{i}]"),
+        }
+    }
+}
+
+fn flat(v: &Value) -> Vec<Value> {
+    match v {
+        Value::Array(items) => items.iter().flat_map(flat).collect(),
+        other => vec![other.clone()],
     }
 }
