@@ -1,5 +1,159 @@
-//! `loadtest`: a V2 load generator (placeholder until the throughput work lands).
+//! `loadtest`: a load generator for the Open Inference Protocol (KServe V2) HTTP API.
+//!
+//! This file owns start-up: parse the command line, build the (small) tokio runtime, prepare
+//! the payload (from the model's metadata or a file), run, print the report. The modules:
+//! [`cli`] flags, [`target`] URL and paths, [`payload`] and [`binary`] request bodies,
+//! [`request`] the prepared request, [`client`] connections and answers, [`exchange`] one
+//! request with its timeout, [`schedule`] the open loop's pacing, [`run`] the workers,
+//! [`stats`] recording, [`progress`] the live line, [`report`] the result.
 
-fn main() {
-    eprintln!("loadtest: not built yet");
+mod binary;
+mod cli;
+mod client;
+mod exchange;
+mod payload;
+mod progress;
+mod report;
+mod request;
+mod run;
+mod schedule;
+mod stats;
+mod target;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+
+use cli::Args;
+use payload::{ModelMeta, Payload};
+use report::{Report, Setup};
+use target::Target;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Err(e) = args.validate() {
+        eprintln!("loadtest: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match build_runtime(args.threads) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("loadtest: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(app(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loadtest: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn build_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+}
+
+async fn app(args: Args) -> Result<(), String> {
+    let target = Target::resolve(&args.url).await?;
+    let payload = prepare_payload(&args, &target).await?;
+    let uri = target.uri(&target.infer_path(&args.model, args.version), args.http2)?;
+    let sticky = args.sticky_header.as_deref().map(|h| (h, args.users));
+    let template = request::Template::new(
+        uri,
+        &target.authority,
+        args.http2,
+        &payload,
+        &args.headers,
+        sticky,
+    )?;
+    let plan = run::Plan {
+        addr: target.addr,
+        http2: args.http2,
+        h2_connections: args.h2_connections,
+        connections: args.connections,
+        template,
+        timeout: args.timeout,
+        seed: args.seed,
+        rate: args.rate,
+        warmup: args.warmup,
+        measure_for: args.measure_for(),
+        requests: args.requests,
+        max_backlog: args.max_backlog,
+        progress: args.progress(),
+        threads: args.threads,
+    };
+    let finished = run::run(Arc::new(plan)).await?;
+    let report = Report::new(
+        setup(&args, &payload),
+        &finished.stats,
+        finished.elapsed,
+        finished.open_loop,
+    );
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(())
+}
+
+fn setup(args: &Args, payload: &Payload) -> Setup {
+    Setup {
+        url: args.url.clone(),
+        model: match args.version {
+            Some(v) => format!("{} v{v}", args.model),
+            None => args.model.clone(),
+        },
+        mode: if args.rate.is_some() { "open" } else { "closed" },
+        connections: args.connections,
+        batch_rows: payload.rows,
+        encoding: if payload.json_length.is_some() {
+            "binary"
+        } else {
+            "JSON"
+        },
+        protocol: if args.http2 { "HTTP/2" } else { "HTTP/1.1" },
+    }
+}
+
+/// The body to send: the `--payload` file, or random inputs generated from the metadata.
+async fn prepare_payload(args: &Args, target: &Target) -> Result<Payload, String> {
+    if let Some(path) = &args.payload {
+        let text = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        return payload_from_file(&text, args.binary).map_err(|e| format!("{}: {e}", path.display()));
+    }
+    let path = target.metadata_path(&args.model, args.version);
+    let (status, body) = client::get(target.addr, &target.authority, &path).await?;
+    if status != 200 {
+        let text = client::error_text(http::StatusCode::from_u16(status).unwrap_or_default(), &body);
+        return Err(format!("GET {path}: {status} {text}"));
+    }
+    let meta: ModelMeta =
+        serde_json::from_slice(&body).map_err(|e| format!("GET {path}: not model metadata: {e}"))?;
+    let tensors = payload::generate(&meta, args.batch, args.seed)?;
+    payload::encode(&tensors, args.binary)
+}
+
+/// A JSON request file: sent as it is, or re-encoded with binary data for `--binary`.
+fn payload_from_file(text: &[u8], binary: bool) -> Result<Payload, String> {
+    let value: serde_json::Value = serde_json::from_slice(text).map_err(|e| format!("not JSON: {e}"))?;
+    let tensors = payload::tensors_from_request(&value)?;
+    if binary {
+        return payload::encode_binary(&tensors);
+    }
+    Ok(Payload {
+        body: bytes::Bytes::copy_from_slice(text),
+        json_length: None,
+        rows: payload::rows_of(&tensors),
+    })
 }
