@@ -78,7 +78,11 @@ fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -122,7 +126,6 @@ fn serve(cli: &Cli, overrides: &Overrides) -> ExitCode {
             Ok(g) => g,
             Err(e) => {
                 tracing::error!("{e}");
-                eprintln!("error: {e}");
                 return ExitCode::FAILURE;
             }
         };

@@ -232,6 +232,7 @@ pub fn parse(text: &str) -> Result<RawConfig, ConfigError> {
     if unknown.is_empty() {
         return Ok(raw);
     }
+    unknown.sort();
     let problems = unknown.into_iter().map(|path| Problem::new(path, "unknown key")).collect();
     Err(ConfigError { problems })
 }

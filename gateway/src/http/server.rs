@@ -27,7 +27,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::tasks::Tracker;
 
@@ -134,6 +134,8 @@ async fn serve_connection<S, B>(
                     return;
                 }
             }
+            // A request finished: the idle clock restarts from now.
+            _ = activity.finished.notified(), if !draining => {}
         }
     }
 }
@@ -144,6 +146,7 @@ struct Activity {
     last_ms: AtomicU64,
     in_flight: AtomicUsize,
     started: AtomicU64,
+    finished: Notify,
 }
 
 impl Activity {
@@ -153,6 +156,7 @@ impl Activity {
             last_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             started: AtomicU64::new(0),
+            finished: Notify::new(),
         }
     }
 
@@ -247,6 +251,7 @@ impl Drop for InFlightGuard {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.0.touch();
+        self.0.finished.notify_one();
     }
 }
 

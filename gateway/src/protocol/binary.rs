@@ -9,7 +9,7 @@ use crate::tensor::{DataType, TensorData};
 /// Decodes one input's binary data, which must hold exactly `count` elements.
 pub fn decode(name: &str, datatype: DataType, count: usize, bytes: &[u8]) -> Result<TensorData, ApiError> {
     if let Some(size) = datatype.element_size() {
-        let expected = count.checked_mul(size).unwrap_or(usize::MAX);
+        let expected = count.saturating_mul(size);
         if bytes.len() != expected {
             return Err(ApiError::Malformed(format!(
                 "input '{name}' needs {expected} bytes of binary data ({count} x {size}-byte {datatype}) but has {}",

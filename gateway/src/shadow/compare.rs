@@ -79,7 +79,7 @@ mod tests {
         let a = f32s("p", &[2, 2], &[0.9, 0.1, 0.4, 0.6]);
         let close = f32s("p", &[2, 2], &[0.6, 0.4, 0.3, 0.7]);
         let flipped = f32s("p", &[2, 2], &[0.6, 0.4, 0.7, 0.3]);
-        assert!(compare(&[a.clone()], &[close])[0].matched);
+        assert!(compare(std::slice::from_ref(&a), &[close])[0].matched);
         let c = &compare(&[a], &[flipped])[0];
         assert!(!c.matched);
         assert_eq!(c.abs_diffs.len(), 4);
@@ -90,7 +90,7 @@ mod tests {
         let a = Tensor { name: "l".into(), shape: vec![3], data: TensorData::I64(vec![1, 0, 1]) };
         let same = a.clone();
         let off = Tensor { data: TensorData::I64(vec![1, 1, 1]), ..a.clone() };
-        assert!(compare(&[a.clone()], &[same])[0].matched);
+        assert!(compare(std::slice::from_ref(&a), &[same])[0].matched);
         let c = &compare(&[a], &[off])[0];
         assert!(!c.matched);
         assert_eq!(c.abs_diffs, vec![0.0, 1.0, 0.0]);
@@ -99,7 +99,7 @@ mod tests {
     #[test]
     fn missing_or_reshaped_outputs_mismatch() {
         let a = f32s("y", &[2], &[1.0, 2.0]);
-        assert!(!compare(&[a.clone()], &[])[0].matched);
+        assert!(!compare(std::slice::from_ref(&a), &[])[0].matched);
         assert!(!compare(&[a], &[f32s("y", &[1, 2], &[1.0, 2.0])])[0].matched);
     }
 
