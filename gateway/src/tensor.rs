@@ -263,9 +263,18 @@ pub struct TensorSpec {
     pub name: String,
     pub datatype: DataType,
     pub shape: Vec<i64>,
+    /// The model's name for each dynamic dim ("" when unnamed or fixed): inputs that share a
+    /// name must agree on its size.
+    pub symbols: Vec<String>,
 }
 
 impl TensorSpec {
+    /// A spec with no named dims.
+    pub fn new(name: impl Into<String>, datatype: DataType, shape: Vec<i64>) -> TensorSpec {
+        let symbols = vec![String::new(); shape.len()];
+        TensorSpec { name: name.into(), datatype, shape, symbols }
+    }
+
     /// Why `shape` cannot be fed to this input, if it cannot.
     pub fn shape_mismatch(&self, shape: &[usize]) -> Option<String> {
         if shape.len() != self.shape.len() {
@@ -314,6 +323,30 @@ impl ModelSignature {
             && self.outputs.iter().all(TensorSpec::has_dynamic_batch_dim)
     }
 
+    /// The first named dynamic dim that two of `inputs` (in signature order, shapes already
+    /// checked against their specs) give different sizes.
+    pub fn symbol_conflict(&self, inputs: &[Tensor]) -> Option<String> {
+        let mut seen: Vec<(&str, &str, usize)> = Vec::new();
+        for (spec, tensor) in self.inputs.iter().zip(inputs) {
+            for (symbol, &size) in spec.symbols.iter().zip(&tensor.shape) {
+                if symbol.is_empty() {
+                    continue;
+                }
+                match seen.iter().find(|(s, _, _)| *s == symbol.as_str()) {
+                    Some((_, other, was)) if *was != size => {
+                        return Some(format!(
+                            "inputs '{other}' and '{}' must agree on dimension '{symbol}' ({was} vs {size})",
+                            spec.name
+                        ));
+                    }
+                    Some(_) => {}
+                    None => seen.push((symbol, &spec.name, size)),
+                }
+            }
+        }
+        None
+    }
+
     /// Every way `other`'s inputs differ from ours, one line each (empty when compatible).
     pub fn input_differences(&self, other: &ModelSignature) -> Vec<String> {
         let mut problems = Vec::new();
@@ -359,7 +392,7 @@ mod tests {
 
     #[test]
     fn shape_mismatch_names_rank_and_fixed_dims() {
-        let spec = TensorSpec { name: "x".into(), datatype: DataType::F32, shape: vec![-1, 8] };
+        let spec = TensorSpec::new("x", DataType::F32, vec![-1, 8]);
         assert!(spec.shape_mismatch(&[3, 8]).is_none());
         assert!(spec.shape_mismatch(&[3]).unwrap().contains("rank 1"));
         assert!(spec.shape_mismatch(&[3, 7]).unwrap().contains("dimension 1 must be 8"));
@@ -377,11 +410,11 @@ mod tests {
     #[test]
     fn input_differences_lists_each_problem() {
         let a = ModelSignature {
-            inputs: vec![TensorSpec { name: "x".into(), datatype: DataType::F32, shape: vec![-1, 8] }],
+            inputs: vec![TensorSpec::new("x", DataType::F32, vec![-1, 8])],
             outputs: vec![],
         };
         let b = ModelSignature {
-            inputs: vec![TensorSpec { name: "y".into(), datatype: DataType::F32, shape: vec![-1, 8] }],
+            inputs: vec![TensorSpec::new("y", DataType::F32, vec![-1, 8])],
             outputs: vec![],
         };
         assert_eq!(a.input_differences(&b), vec!["input 'x' is missing", "input 'y' is extra"]);

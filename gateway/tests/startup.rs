@@ -133,7 +133,7 @@ async fn model_repository_mode_serves_every_model_with_its_highest_version() {
     };
     let cfg = config::from_repository(Path::new(&common::test_repo()), &overrides).unwrap();
     let names: Vec<&str> = cfg.models.keys().map(String::as_str).collect();
-    assert_eq!(names, ["broken", "control_flow", "dtypes", "fixed", "multi_io", "scalar", "slow", "strings"]);
+    assert_eq!(names, ["broken", "control_flow", "dtypes", "fixed", "mirror", "multi_io", "scalar", "slow", "strings"]);
     let gw = common::start_config(cfg).await;
     let ready = gw.get("/v2/health/ready").await;
     assert_eq!(ready.status, 503);
@@ -212,7 +212,6 @@ async fn every_invalid_config_is_refused_with_the_path_of_its_problem() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: config/mod.rs parse prints serde_ignored paths as they come: `routing.?.weight` (Option) and `candidates.0` (not `[0]`)"]
 async fn unknown_keys_in_nested_tables_are_reported_with_their_config_path() {
     let toml = "[models.credit-scoring]\nbatching = { max_batch_size = 2, max_delay = 1 }\n\
                 [models.credit-scoring.routing]\nprimary = 1\nweight = 5\n\
@@ -274,7 +273,6 @@ async fn a_missing_onnx_runtime_library_is_a_clear_error_naming_the_fix() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: main.rs serve() reports a start-up error twice, with tracing::error! and eprintln!"]
 async fn a_missing_onnx_runtime_library_is_reported_once() {
     let (_, stderr) = run_without_onnx_runtime().await;
     assert_eq!(stderr.matches("shared library not found").count(), 1, "{stderr}");

@@ -66,7 +66,10 @@ fn server_ready(snapshot: &ServingSnapshot) -> HttpResponse {
     if not_ready.is_empty() {
         response::json(StatusCode::OK, &json!({ "ready": true }))
     } else {
-        response::json(StatusCode::SERVICE_UNAVAILABLE, &json!({ "ready": false, "not_ready": not_ready }))
+        with_retry_after(response::json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({ "ready": false, "not_ready": not_ready }),
+        ))
     }
 }
 
@@ -102,12 +105,21 @@ fn model_ready(snapshot: &ServingSnapshot, model: &str, version: Option<u64>) ->
         return error(&ApiError::UnknownModel(model.to_string()));
     };
     let ready = m.is_ready() && version.is_none_or(|v| m.versions.contains_key(&v));
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let mut body = json!({ "name": m.name, "ready": ready });
     if let Some(v) = version {
         body["version"] = json!(v.to_string());
     }
-    response::json(status, &body)
+    if ready {
+        response::json(StatusCode::OK, &body)
+    } else {
+        with_retry_after(response::json(StatusCode::SERVICE_UNAVAILABLE, &body))
+    }
+}
+
+/// Not ready yet: ask the caller to look again in a few seconds.
+fn with_retry_after(mut response: HttpResponse) -> HttpResponse {
+    response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(5u32));
+    response
 }
 
 fn model_config(
@@ -145,14 +157,17 @@ async fn infer(
     let timeout = snapshot.config.server.request_timeout;
     let deadline = parts.extensions.get::<Deadline>().map_or_else(|| Instant::now() + timeout, |d| d.0);
     // Bounded here (not only by the layer) so that a timeout is counted like any other outcome.
-    let result = tokio::time::timeout_at(deadline.into(), run_infer(plane, snapshot, m, &target, parts, body, deadline))
-        .await
-        .unwrap_or_else(|_| {
-            Err(ApiError::TimedOut(format!(
-                "the request did not finish within request_timeout_ms ({} ms)",
-                timeout.as_millis()
-            )))
-        });
+    let result = tokio::time::timeout_at(
+        deadline.into(),
+        run_infer(plane, snapshot, m, &target, parts, body, deadline),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(ApiError::TimedOut(format!(
+            "the request did not finish within request_timeout_ms ({} ms)",
+            timeout.as_millis()
+        )))
+    });
     let outcome = result.as_ref().map_or_else(outcome_of, |_| Outcome::Ok);
     target.finish(outcome);
     result.unwrap_or_else(|e| {

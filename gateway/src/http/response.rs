@@ -2,7 +2,7 @@
 //! `Retry-After` where retrying helps).
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use http::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use serde::Serialize;
@@ -32,6 +32,9 @@ pub fn error(e: &ApiError) -> HttpResponse {
     let mut response = bytes(e.status(), JSON, e.body());
     if let Some(seconds) = e.retry_after() {
         response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    if let ApiError::MethodNotAllowed { allowed, .. } = e {
+        response.headers_mut().insert(ALLOW, HeaderValue::from_static(allowed));
     }
     response
 }

@@ -30,9 +30,14 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Result<Endpoint<'a>, ApiErro
         ["v2", "models", model, rest @ ..] => model_endpoint(model, rest, method, path)?,
         _ => return Err(no_route(method, path)),
     };
-    let allowed = *method == expected || (expected == Method::GET && *method == Method::HEAD);
-    if !allowed {
-        return Err(ApiError::MethodNotAllowed { method: method.to_string(), path: path.to_string() });
+    let ok = *method == expected || (expected == Method::GET && *method == Method::HEAD);
+    if !ok {
+        let allowed = if expected == Method::GET { "GET, HEAD" } else { "POST" };
+        return Err(ApiError::MethodNotAllowed {
+            method: method.to_string(),
+            path: path.to_string(),
+            allowed,
+        });
     }
     Ok(endpoint)
 }

@@ -128,14 +128,18 @@ fn signature(session: &Session) -> Result<(ModelSignature, Vec<String>), String>
 
 /// `None` when the value is not a tensor; an error when it is one of a datatype we cannot serve.
 fn tensor_spec(name: &str, ty: &ValueType) -> Option<Result<TensorSpec, String>> {
-    let ValueType::Tensor { ty, shape, .. } = ty else {
+    let ValueType::Tensor { ty, shape, dimension_symbols } = ty else {
         return None;
+    };
+    let symbol = |i: usize, d: i64| {
+        if d < 0 { dimension_symbols.get(i).cloned().unwrap_or_default() } else { String::new() }
     };
     Some(match datatype(*ty) {
         Some(datatype) => Ok(TensorSpec {
             name: name.to_string(),
             datatype,
             shape: shape.iter().map(|&d| if d < 0 { -1 } else { d }).collect(),
+            symbols: shape.iter().enumerate().map(|(i, &d)| symbol(i, d)).collect(),
         }),
         None => Err(format!("'{name}' has element type {ty:?}, which the V2 protocol cannot carry")),
     })

@@ -112,6 +112,10 @@ pub fn decode_infer(
     limits: &DecodeLimits,
 ) -> Result<InferRequest, ApiError> {
     let (json, mut binary_part) = split_body(body, json_length)?;
+    // serde would also take a struct from a JSON array; the protocol says object.
+    if json.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(ApiError::Malformed("the infer request must be a JSON object".to_string()));
+    }
     let raw: RawRequest<'_> = serde_json::from_slice(json).map_err(|e| malformed_json(&e))?;
     let mut slots: Vec<Option<Tensor>> = vec![None; signature.inputs.len()];
     for input in &raw.inputs {
@@ -136,6 +140,9 @@ pub fn decode_infer(
         .zip(&signature.inputs)
         .map(|(slot, spec)| slot.ok_or_else(|| ApiError::Mismatch(format!("missing input '{}'", spec.name))))
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(conflict) = signature.symbol_conflict(&inputs) {
+        return Err(ApiError::Mismatch(conflict));
+    }
     let default_binary = raw.parameters.and_then(|p| p.binary_data_output).unwrap_or(false);
     let outputs = choose_outputs(raw.outputs.as_deref(), signature, default_binary)?;
     Ok(InferRequest { id: raw.id.map(Cow::into_owned), inputs, outputs })
@@ -196,6 +203,11 @@ fn decode_input(
         )));
     }
     let data = match params.and_then(|p| p.binary_data_size) {
+        Some(_) if input.data.is_some() => {
+            return Err(ApiError::Malformed(format!(
+                "input '{name}' has both data and binary_data_size; send one or the other"
+            )));
+        }
         Some(size) => {
             let size = usize::try_from(size).unwrap_or(usize::MAX);
             if size > binary_part.len() {
@@ -499,12 +511,12 @@ mod tests {
     fn sig() -> ModelSignature {
         ModelSignature {
             inputs: vec![
-                TensorSpec { name: "x".into(), datatype: DataType::F32, shape: vec![-1, 2] },
-                TensorSpec { name: "n".into(), datatype: DataType::I64, shape: vec![-1] },
+                TensorSpec::new("x", DataType::F32, vec![-1, 2]),
+                TensorSpec::new("n", DataType::I64, vec![-1]),
             ],
             outputs: vec![
-                TensorSpec { name: "y".into(), datatype: DataType::F32, shape: vec![-1, 2] },
-                TensorSpec { name: "z.out".into(), datatype: DataType::I64, shape: vec![-1] },
+                TensorSpec::new("y", DataType::F32, vec![-1, 2]),
+                TensorSpec::new("z.out", DataType::I64, vec![-1]),
             ],
         }
     }
@@ -610,10 +622,8 @@ mod tests {
 
     #[test]
     fn bytes_that_are_not_utf8_or_hold_nul_are_refused_as_malformed() {
-        let sig = ModelSignature {
-            inputs: vec![TensorSpec { name: "s".into(), datatype: DataType::Bytes, shape: vec![-1] }],
-            outputs: vec![],
-        };
+        let sig =
+            ModelSignature { inputs: vec![TensorSpec::new("s", DataType::Bytes, vec![-1])], outputs: vec![] };
         let json = r#"{"inputs":[{"name":"s","datatype":"BYTES","shape":[2],"parameters":{"binary_data_size":11}}]}"#;
         let mut body = json.as_bytes().to_vec();
         body.extend(2u32.to_le_bytes());

@@ -31,8 +31,8 @@ pub enum ApiError {
     UnknownVersion { model: String, version: String },
     #[error("no such endpoint: {method} {path}")]
     NoRoute { method: String, path: String },
-    #[error("method {method} is not allowed on {path}")]
-    MethodNotAllowed { method: String, path: String },
+    #[error("method {method} is not allowed on {path} (allowed: {allowed})")]
+    MethodNotAllowed { method: String, path: String, allowed: &'static str },
     #[error("request body is larger than the limit of {limit} bytes")]
     TooLarge { limit: usize },
     /// Well-formed, but not what this model takes (input name, datatype, shape, output name).

@@ -4,7 +4,7 @@
 //! Label values come only from the config (model names, versions) and from the enums here,
 //! never from a raw request string, so their number stays bounded.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram};
@@ -165,10 +165,13 @@ impl RequestMetrics {
     }
 }
 
-/// Everything recorded about one served version.
+/// Everything recorded about one served version. Per-role series are registered on first use,
+/// so a version that never serves as a shadow has no shadow series.
 #[derive(Clone)]
 pub struct VersionMetrics {
-    roles: [RequestMetrics; 4],
+    model: String,
+    version: String,
+    roles: Arc<[OnceLock<RequestMetrics>; 4]>,
     pub batch_size: Histogram,
     pub inference: Histogram,
     pub loaded: Gauge,
@@ -179,7 +182,9 @@ impl VersionMetrics {
         let v = version.to_string();
         let labels = [("model", model.to_string()), ("version", v.clone())];
         VersionMetrics {
-            roles: Role::ALL.map(|r| RequestMetrics::new(model, &v, r.as_str())),
+            model: model.to_string(),
+            version: v,
+            roles: Arc::new(Default::default()),
             batch_size: metrics::histogram!(BATCH_SIZE, &labels),
             inference: metrics::histogram!(INFERENCE_DURATION, &labels),
             loaded: metrics::gauge!(MODEL_LOADED, &labels),
@@ -187,7 +192,8 @@ impl VersionMetrics {
     }
 
     pub fn role(&self, role: Role) -> &RequestMetrics {
-        &self.roles[role.index()]
+        self.roles[role.index()]
+            .get_or_init(|| RequestMetrics::new(&self.model, &self.version, role.as_str()))
     }
 }
 
