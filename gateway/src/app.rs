@@ -12,10 +12,12 @@ use crate::admin::{AdminPlane, admin_service};
 use crate::config::GatewayConfig;
 use crate::http::{self, DataPlane};
 use crate::inference::Inference;
+use crate::monitor::{Monitor, run_rollouts};
 use crate::onnx::{self, OnnxError};
 use crate::protocol::DecodeLimits;
 use crate::registry::{self, OnFailure, Registry};
 use crate::reload::{ConfigSource, Reloader, watch_file};
+use crate::shadow::Shadows;
 use crate::telemetry;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +36,7 @@ pub struct Gateway {
     pub admin_addr: SocketAddr,
     pub registry: Arc<Registry>,
     pub reloader: Arc<Reloader>,
+    pub monitor: Arc<Monitor>,
     inference: Arc<Inference>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -58,14 +61,15 @@ impl Gateway {
         let config = Arc::new(config);
         let prepare_config = config.clone();
         let first = tokio::task::spawn_blocking(move || {
-            registry::prepare(prepare_config, None, 1, OnFailure::ServeOthers)
+            registry::prepare(prepare_config, None, 1, OnFailure::ServeOthers, &Default::default())
         })
         .await
         .map_err(|e| StartError::Interrupted(e.to_string()))?
         .map_err(|problems| StartError::Interrupted(format!("{} problems", problems.len())))?;
         let registry = Arc::new(Registry::new(first));
         let reloader = Arc::new(Reloader::new(registry.clone(), source.clone()));
-        let inference = Arc::new(Inference::default());
+        let monitor = Arc::new(Monitor::default());
+        let inference = Arc::new(Inference { shadows: Shadows::default(), monitor: monitor.clone() });
 
         let server = &config.server;
         let data = bind("data plane", server.listen).await?;
@@ -83,12 +87,14 @@ impl Gateway {
         let admin_plane = Arc::new(AdminPlane {
             registry: registry.clone(),
             reloader: reloader.clone(),
+            monitor: monitor.clone(),
             metrics,
             token: config.admin.token.clone(),
         });
         let mut tasks = vec![
             tokio::spawn(http::serve(data, http::data_service(plane, server), limits, signal.clone())),
             tokio::spawn(http::serve(admin, admin_service(admin_plane), limits, signal.clone())),
+            tokio::spawn(run_rollouts(monitor.clone(), registry.clone(), signal.clone())),
         ];
         if let (true, ConfigSource::File { path, .. }) = (watch, &source) {
             // Read now, not when the task first runs: an edit made meanwhile must count.
@@ -96,7 +102,7 @@ impl Gateway {
             tasks.push(tokio::spawn(watch_file(reloader.clone(), path.clone(), seen, signal)));
         }
         tracing::info!(%data_addr, %admin_addr, models = config.models.len(), "gateway serving");
-        Ok(Gateway { data_addr, admin_addr, registry, reloader, inference, shutdown, tasks })
+        Ok(Gateway { data_addr, admin_addr, registry, reloader, monitor, inference, shutdown, tasks })
     }
 
     /// Stops accepting connections and lets in-flight requests finish (up to the drain timeout).

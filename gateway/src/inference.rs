@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::batching::InferError;
+use crate::monitor::Monitor;
 use crate::protocol::ApiError;
 use crate::registry::{ServedModel, ServedVersion, ServingSnapshot};
 use crate::routing::{Route, RouteReason};
-use crate::shadow::Shadows;
+use crate::shadow::{OnOutputs, Shadows};
 use crate::telemetry::{self, Outcome, Role};
 use crate::tensor::Tensor;
 
@@ -18,6 +19,7 @@ use crate::tensor::Tensor;
 #[derive(Default)]
 pub struct Inference {
     pub shadows: Shadows,
+    pub monitor: Arc<Monitor>,
 }
 
 /// The version that answers a request, and why.
@@ -110,18 +112,66 @@ impl Inference {
         Ok(Answer { inputs, outputs: Arc::new(done.outputs) })
     }
 
-    /// Once the answer is on its way: mirror it to the shadows (never for pinned calls).
-    pub fn after_answer(&self, m: &ServedModel, target: &Target, answer: &Answer, shadow_timeout: Duration) {
-        if target.route.role != Role::Pinned && m.routing.has_shadows() {
-            self.shadows.mirror(m, &answer.inputs, &answer.outputs, shadow_timeout);
+    /// Once the answer is on its way: record the prediction (kept under `request_id` for a
+    /// later label), mirror the request to the shadows (never for pinned calls), and during a
+    /// rollout compare a candidate's answer with the primary's.
+    pub fn after_answer(
+        &self,
+        snapshot: &Arc<ServingSnapshot>,
+        m: &ServedModel,
+        target: &Target,
+        answer: &Answer,
+        request_id: Option<&str>,
+        shadow_timeout: Duration,
+    ) {
+        let (model, version, role) = (m.name.as_str(), target.version.version, target.route.role);
+        self.monitor.observe(snapshot, model, version, role, request_id, &answer.outputs);
+        if role != Role::Pinned && m.routing.has_shadows() {
+            let (monitor, snapshot, name) = (self.monitor.clone(), snapshot.clone(), m.name.clone());
+            let on_outputs: OnOutputs = Arc::new(move |shadow_version: u64, outputs: &[Tensor]| {
+                monitor.observe(&snapshot, &name, shadow_version, Role::Shadow, None, outputs);
+            });
+            self.shadows.mirror(m, &answer.inputs, &answer.outputs, shadow_timeout, &on_outputs);
+        }
+        if role == Role::Candidate {
+            self.compare_with_primary(snapshot, m, target, answer, shadow_timeout);
         }
     }
-}
 
-impl Target {
-    /// Records the request's outcome and duration under its version and role.
-    pub fn finish(&self, outcome: Outcome) {
-        self.version.metrics.role(self.route.role).finish(outcome, self.started.elapsed());
+    /// Rollouts gating on disagreement: run the primary on the candidate's inputs and count
+    /// whether the two agree on the monitored output (every output without a monitor).
+    fn compare_with_primary(
+        &self,
+        snapshot: &ServingSnapshot,
+        m: &ServedModel,
+        target: &Target,
+        answer: &Answer,
+        timeout: Duration,
+    ) {
+        let Some(config) = snapshot.config.models.get(&m.name) else { return };
+        if config.rollout.as_ref().is_none_or(|r| r.max_shadow_disagreement.is_none()) {
+            return;
+        }
+        let Some(primary) = m.primary().cloned() else { return };
+        let output = config.monitor.as_ref().map(|mc| mc.output.clone());
+        let (monitor, name, candidate) = (self.monitor.clone(), m.name.clone(), target.version.version);
+        self.shadows.compare(m, primary, &answer.inputs, &answer.outputs, output, timeout, move |agreed| {
+            monitor.record_comparison(&name, candidate, agreed);
+        });
+    }
+
+    /// Records the request's outcome and duration under its version and role (and in the
+    /// candidate's rollout window).
+    pub fn finish(&self, target: &Target, outcome: Outcome) {
+        let elapsed = target.started.elapsed();
+        target.version.metrics.role(target.route.role).finish(outcome, elapsed);
+        self.monitor.record_request(
+            &target.version.model,
+            target.version.version,
+            target.route.role,
+            outcome,
+            elapsed,
+        );
     }
 }
 
@@ -155,6 +205,9 @@ pub fn outcome_of(e: &ApiError) -> Outcome {
         | ApiError::MethodNotAllowed { .. }
         | ApiError::TooLarge { .. }
         | ApiError::Mismatch(_)
+        | ApiError::NotFound(_)
+        | ApiError::Gone(_)
+        | ApiError::Conflict(_)
         | ApiError::Unauthorized => Outcome::ClientError,
         ApiError::NotReady { .. } | ApiError::Overloaded(_) | ApiError::ShuttingDown => Outcome::Rejected,
         ApiError::TimedOut(_) => Outcome::Timeout,

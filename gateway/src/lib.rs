@@ -12,6 +12,7 @@ pub mod batching;
 pub mod config;
 pub mod http;
 pub mod inference;
+pub mod monitor;
 pub mod onnx;
 pub mod protocol;
 pub mod registry;

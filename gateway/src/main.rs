@@ -169,7 +169,7 @@ fn check_config(file: &Path, overrides: &Overrides, load_models: bool) -> ExitCo
     print!("{}", config.describe_routing());
     if load_models {
         let config = Arc::new(config);
-        match registry::prepare(config, None, 1, OnFailure::RefuseAll) {
+        match registry::prepare(config, None, 1, OnFailure::RefuseAll, &Default::default()) {
             Ok(snapshot) => {
                 for m in snapshot.models.values() {
                     for v in m.versions.values() {

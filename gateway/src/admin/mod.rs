@@ -13,6 +13,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
 
 use crate::http::response::{self, HttpResponse, error};
+use crate::monitor::Monitor;
 use crate::protocol::ApiError;
 use crate::registry::{Registry, ServedModel};
 use crate::reload::Reloader;
@@ -20,6 +21,7 @@ use crate::reload::Reloader;
 pub struct AdminPlane {
     pub registry: Arc<Registry>,
     pub reloader: Arc<Reloader>,
+    pub monitor: Arc<Monitor>,
     pub metrics: PrometheusHandle,
     pub token: Option<String>,
 }
@@ -55,6 +57,8 @@ async fn handle(plane: &AdminPlane, req: Request<Incoming>) -> HttpResponse {
         (Method::GET, "/admin/models") => response::json(StatusCode::OK, &models(&plane.registry)),
         (Method::GET, "/admin/config") => response::json(StatusCode::OK, &routing(&plane.registry)),
         (Method::POST, "/admin/reload") => reload(plane).await,
+        (Method::GET, "/admin/rollouts") => response::json(StatusCode::OK, &plane.monitor.rollouts_json()),
+        (Method::POST, p) if p.starts_with("/admin/rollouts/") => rollout_action(plane, p).await,
         (m, p) => error(&ApiError::NoRoute { method: m.to_string(), path: p.to_string() }),
     }
 }
@@ -67,6 +71,24 @@ async fn reload(plane: &AdminPlane) -> HttpResponse {
             StatusCode::BAD_REQUEST,
             &json!({ "error": refused.to_string(), "problems": refused.problems }),
         ),
+    }
+}
+
+/// `POST /admin/rollouts/{model}/promote|abort`.
+async fn rollout_action(plane: &AdminPlane, path: &str) -> HttpResponse {
+    let rest = path.trim_start_matches("/admin/rollouts/");
+    let Some((model, action)) = rest.split_once('/') else {
+        return error(&ApiError::NoRoute { method: "POST".into(), path: path.to_string() });
+    };
+    let _control = plane.registry.control.lock().await;
+    let result = match action {
+        "promote" => plane.monitor.promote(&plane.registry, model),
+        "abort" => plane.monitor.abort(&plane.registry, model),
+        _ => Err(ApiError::NoRoute { method: "POST".into(), path: path.to_string() }),
+    };
+    match result {
+        Ok(state) => response::json(StatusCode::OK, &state),
+        Err(e) => error(&e),
     }
 }
 

@@ -15,7 +15,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use raw::{RawAdmin, RawBatching, RawConfig, RawModel, RawRouting, RawRuntime, RawServer, RawWeighted};
+pub use raw::{
+    RawAdmin, RawBatching, RawConfig, RawModel, RawMonitor, RawRollout, RawRouting, RawRuntime, RawServer,
+    RawWeighted,
+};
 pub use repository::{model_file, scan_repository, valid_model_name, versions_on_disk};
 
 /// One thing wrong with a config, and where.
@@ -121,6 +124,42 @@ pub struct ModelConfig {
     pub instances: usize,
     pub batching: BatchingConfig,
     pub routing: RoutingConfig,
+    pub monitor: Option<MonitorConfig>,
+    pub rollout: Option<RolloutConfig>,
+}
+
+/// What the gateway watches in a model's predictions (`[models.X.monitor]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MonitorConfig {
+    /// The output whose values are recorded, drift-checked and joined with feedback.
+    pub output: String,
+    /// A baseline distribution file for drift; without one, the first 1,000 primary predictions.
+    pub baseline: Option<PathBuf>,
+    /// Drift bins: 10 equal-width bins over this range; values outside go to the end bins.
+    pub range: (f64, f64),
+    /// A single score at or above this is class 1 (for one-score outputs).
+    pub threshold: f64,
+    /// The class that counts as "positive" for binary feedback (tp/fp/tn/fn).
+    pub positive_class: u64,
+    /// Integer class outputs: classes at or above this are counted as "other".
+    pub max_classes: u64,
+    pub feedback_ttl: Duration,
+    pub feedback_capacity: usize,
+}
+
+/// Progressive delivery of the model's single candidate (`[models.X.rollout]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutConfig {
+    /// Candidate weights, ascending, ending at 100 (promotion).
+    pub steps: Vec<f64>,
+    pub step_interval: Duration,
+    pub min_requests: u64,
+    pub max_error_rate: Option<f64>,
+    pub max_p99_latency_ms: Option<f64>,
+    pub max_shadow_disagreement: Option<f64>,
+    pub max_false_positive_rate: Option<f64>,
+    /// The false-positive gate holds until this many labelled negatives arrived (SPEC: 20).
+    pub min_labelled_negatives: u64,
 }
 
 impl ModelConfig {

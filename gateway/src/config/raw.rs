@@ -50,6 +50,33 @@ pub struct RawModel {
     pub instances: Option<u64>,
     pub batching: Option<RawBatching>,
     pub routing: Option<RawRouting>,
+    pub monitor: Option<RawMonitor>,
+    pub rollout: Option<RawRollout>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct RawMonitor {
+    pub output: Option<String>,
+    pub baseline: Option<String>,
+    pub range: Option<Vec<f64>>,
+    pub threshold: Option<f64>,
+    pub positive_class: Option<u64>,
+    pub max_classes: Option<u64>,
+    pub feedback_ttl_s: Option<u64>,
+    pub feedback_capacity: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct RawRollout {
+    pub steps: Option<Vec<f64>>,
+    pub step_interval_s: Option<f64>,
+    pub min_requests: Option<u64>,
+    pub max_error_rate: Option<f64>,
+    pub max_p99_latency_ms: Option<f64>,
+    pub max_shadow_disagreement: Option<f64>,
+    pub max_false_positive_rate: Option<f64>,
+    pub min_labelled_negatives: Option<u64>,
+    pub on_failure: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

@@ -156,7 +156,10 @@ fn model(c: &mut Checker, name: &str, m: &RawModel) -> Option<ModelConfig> {
         return None;
     };
     let routing = routing(c, &path, raw_routing)?;
-    let config = ModelConfig { name: name.to_string(), repository, instances, batching, routing };
+    let monitor = m.monitor.as_ref().and_then(|raw| monitor(c, &path, raw));
+    let rollout = m.rollout.as_ref().and_then(|raw| rollout(c, &path, raw, &routing));
+    let config =
+        ModelConfig { name: name.to_string(), repository, instances, batching, routing, monitor, rollout };
     if repo_ok {
         for v in config.served_versions() {
             if !config.model_path(v).is_file() {
@@ -241,6 +244,111 @@ fn routing(c: &mut Checker, model_path: &str, r: &RawRouting) -> Option<RoutingC
         ) as usize,
         sticky_header: r.sticky_header.as_ref().map(|h| h.to_ascii_lowercase()),
         pin_header: r.pin_header.as_ref().map(|h| h.to_ascii_lowercase()),
+    })
+}
+
+fn monitor(c: &mut Checker, model_path: &str, m: &RawMonitor) -> Option<MonitorConfig> {
+    let path = format!("{model_path}.monitor");
+    let Some(output) = m.output.clone() else {
+        c.problem(format!("{path}.output"), "is required: the output whose predictions are watched");
+        return None;
+    };
+    let range = match m.range.as_deref() {
+        None => (0.0, 1.0),
+        Some([lo, hi]) if lo < hi && lo.is_finite() && hi.is_finite() => (*lo, *hi),
+        Some(other) => {
+            c.problem(format!("{path}.range"), format!("must be [low, high] with low < high, got {other:?}"));
+            (0.0, 1.0)
+        }
+    };
+    let baseline = m.baseline.as_ref().map(PathBuf::from);
+    if let Some(b) = baseline.as_ref().filter(|b| !b.is_file()) {
+        c.problem(format!("{path}.baseline"), format!("no such file {}", b.display()));
+    }
+    let threshold = m.threshold.unwrap_or(0.5);
+    if !threshold.is_finite() {
+        c.problem(format!("{path}.threshold"), "must be a finite number");
+    }
+    Some(MonitorConfig {
+        output,
+        baseline,
+        range,
+        threshold,
+        positive_class: m.positive_class.unwrap_or(1),
+        max_classes: c.range(&format!("{path}.max_classes"), m.max_classes, 100, 2, 10_000),
+        feedback_ttl: Duration::from_secs(c.range(
+            &format!("{path}.feedback_ttl_s"),
+            m.feedback_ttl_s,
+            3600,
+            1,
+            604_800,
+        )),
+        feedback_capacity: c.range(
+            &format!("{path}.feedback_capacity"),
+            m.feedback_capacity,
+            100_000,
+            1,
+            10_000_000,
+        ) as usize,
+    })
+}
+
+fn rollout(
+    c: &mut Checker,
+    model_path: &str,
+    r: &RawRollout,
+    routing: &RoutingConfig,
+) -> Option<RolloutConfig> {
+    let path = format!("{model_path}.rollout");
+    if routing.candidates.len() != 1 {
+        c.problem(
+            format!("{model_path}.routing.candidates"),
+            format!("a rollout needs exactly one candidate, found {}", routing.candidates.len()),
+        );
+    }
+    let steps = r.steps.clone().unwrap_or_default();
+    let ascending = steps.windows(2).all(|w| w[0] < w[1]);
+    let in_range = steps.iter().all(|s| *s > 0.0 && *s <= 100.0);
+    if steps.is_empty() || !ascending || !in_range || steps.last() != Some(&100.0) {
+        c.problem(
+            format!("{path}.steps"),
+            format!("must be ascending percents in (0, 100] ending at 100, got {steps:?}"),
+        );
+    }
+    let interval = r.step_interval_s.unwrap_or(60.0);
+    if !(interval.is_finite() && interval > 0.0 && interval <= 86_400.0) {
+        c.problem(format!("{path}.step_interval_s"), format!("must be in (0, 86400], got {interval}"));
+    }
+    for (key, value) in [
+        ("max_error_rate", r.max_error_rate),
+        ("max_shadow_disagreement", r.max_shadow_disagreement),
+        ("max_false_positive_rate", r.max_false_positive_rate),
+    ] {
+        if let Some(v) = value.filter(|v| !(0.0..=1.0).contains(v)) {
+            c.problem(format!("{path}.{key}"), format!("is a fraction in 0..=1, got {v}"));
+        }
+    }
+    if let Some(v) = r.max_p99_latency_ms.filter(|v| !(*v > 0.0 && v.is_finite())) {
+        c.problem(format!("{path}.max_p99_latency_ms"), format!("must be positive, got {v}"));
+    }
+    if let Some(other) = r.on_failure.as_deref().filter(|f| *f != "rollback") {
+        c.problem(format!("{path}.on_failure"), format!("only \"rollback\" is supported, got {other:?}"));
+    }
+    Some(RolloutConfig {
+        steps,
+        step_interval: Duration::from_secs_f64(interval.clamp(0.001, 86_400.0)),
+        min_requests: c.range(&format!("{path}.min_requests"), r.min_requests, 200, 1, 100_000_000),
+        max_error_rate: r.max_error_rate,
+        max_p99_latency_ms: r.max_p99_latency_ms,
+        max_shadow_disagreement: r.max_shadow_disagreement,
+        max_false_positive_rate: r.max_false_positive_rate,
+        min_labelled_negatives: c.range(
+            &format!("{path}.min_labelled_negatives"),
+            r.min_labelled_negatives,
+            20,
+            1,
+            1_000_000,
+        ),
     })
 }
 

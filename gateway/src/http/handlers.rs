@@ -46,6 +46,7 @@ pub async fn handle(plane: Arc<DataPlane>, request: http::Request<Incoming>) -> 
         Endpoint::ServerMetadata => response::json(StatusCode::OK, &metadata::server()),
         Endpoint::Live => response::json(StatusCode::OK, &json!({ "live": true })),
         Endpoint::Ready => server_ready(&snapshot),
+        Endpoint::Feedback => respond(feedback(&plane, &snapshot, &parts.headers, body).await),
         Endpoint::Model { model, version, action } => match action {
             ModelAction::Infer => infer(&plane, &snapshot, parts, body, model, version).await,
             ModelAction::Metadata => respond(model_metadata(&snapshot, model, version)),
@@ -71,6 +72,25 @@ fn server_ready(snapshot: &ServingSnapshot) -> HttpResponse {
             &json!({ "ready": false, "not_ready": not_ready }),
         ))
     }
+}
+
+/// `POST /v2/feedback {"id": ..., "label": ...}`: joins a delayed label to a recent prediction.
+async fn feedback(
+    plane: &DataPlane,
+    snapshot: &ServingSnapshot,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<HttpResponse, ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Label {
+        id: String,
+        label: serde_json::Value,
+    }
+    let body = read_body(body, headers, 64 * 1024).await?;
+    let label: Label = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::Malformed(format!("feedback must be {{\"id\": ..., \"label\": ...}}: {e}")))?;
+    let reply = plane.inference.monitor.feedback(snapshot, &label.id, &label.label)?;
+    Ok(response::json(StatusCode::OK, &reply))
 }
 
 fn find_model<'s>(snapshot: &'s ServingSnapshot, model: &str) -> Result<&'s ServedModel, ApiError> {
@@ -137,7 +157,7 @@ fn model_config(
 
 async fn infer(
     plane: &DataPlane,
-    snapshot: &ServingSnapshot,
+    snapshot: &Arc<ServingSnapshot>,
     parts: Parts,
     body: Incoming,
     model: &str,
@@ -169,7 +189,7 @@ async fn infer(
         )))
     });
     let outcome = result.as_ref().map_or_else(outcome_of, |_| Outcome::Ok);
-    target.finish(outcome);
+    plane.inference.finish(&target, outcome);
     result.unwrap_or_else(|e| {
         if outcome == Outcome::ServerError {
             tracing::warn!(model, version = target.version.version, error = %e, "inference failed");
@@ -183,7 +203,7 @@ async fn infer(
 /// Read body → decode → queue → encode; the shadows get their copy once the reply is built.
 async fn run_infer(
     plane: &DataPlane,
-    snapshot: &ServingSnapshot,
+    snapshot: &Arc<ServingSnapshot>,
     m: &ServedModel,
     target: &Target,
     parts: Parts,
@@ -204,7 +224,9 @@ async fn run_infer(
         &request.outputs,
     );
     let response = infer_response(encoded, target);
-    plane.inference.after_answer(m, target, &answer, server.request_timeout);
+    // Feedback joins on the request's "id", or on its x-request-id when it has none.
+    let request_id = request.id.as_deref().or_else(|| parts.headers.get("x-request-id")?.to_str().ok());
+    plane.inference.after_answer(snapshot, m, target, &answer, request_id, server.request_timeout);
     Ok(response)
 }
 

@@ -10,6 +10,7 @@ pub enum Endpoint<'a> {
     ServerMetadata,
     Live,
     Ready,
+    Feedback,
     Model { model: &'a str, version: Option<u64>, action: ModelAction },
 }
 
@@ -27,6 +28,7 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Result<Endpoint<'a>, ApiErro
         ["v2"] => (Endpoint::ServerMetadata, Method::GET),
         ["v2", "health", "live"] => (Endpoint::Live, Method::GET),
         ["v2", "health", "ready"] => (Endpoint::Ready, Method::GET),
+        ["v2", "feedback"] => (Endpoint::Feedback, Method::POST),
         ["v2", "models", model, rest @ ..] => model_endpoint(model, rest, method, path)?,
         _ => return Err(no_route(method, path)),
     };

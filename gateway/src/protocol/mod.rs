@@ -46,6 +46,15 @@ pub enum ApiError {
     TimedOut(String),
     #[error("{0}")]
     InferenceFailed(String),
+    /// Something other than a model or version that does not exist (a feedback id, a rollout).
+    #[error("{0}")]
+    NotFound(String),
+    /// It existed, but too long ago (a prediction past its feedback time limit).
+    #[error("{0}")]
+    Gone(String),
+    /// It cannot happen twice (a second label for one prediction).
+    #[error("{0}")]
+    Conflict(String),
     #[error("missing or wrong bearer token")]
     Unauthorized,
     #[error("the gateway is shutting down")]
@@ -68,6 +77,9 @@ impl ApiError {
             ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::InferenceFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Gone(_) => StatusCode::GONE,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -9,8 +9,9 @@
 
 mod version;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
@@ -25,6 +26,7 @@ use crate::routing::RoutingTable;
 use crate::telemetry::{self, Role};
 
 /// One model as served: its loaded versions and its routing.
+#[derive(Clone)]
 pub struct ServedModel {
     pub name: String,
     pub versions: BTreeMap<u64, Arc<ServedVersion>>,
@@ -73,13 +75,58 @@ impl ServingSnapshot {
 pub struct Registry {
     current: ArcSwap<ServingSnapshot>,
     generations: AtomicU64,
+    /// Held by whoever changes the snapshot (reloads, rollout steps), so that no change is
+    /// prepared from a snapshot another change is about to replace.
+    pub control: tokio::sync::Mutex<()>,
+    /// Rollout weights and promotions, applied by every `prepare` and `reroute`.
+    overrides: Mutex<Overrides>,
 }
 
 impl Registry {
     pub fn new(first: ServingSnapshot) -> Registry {
         mark_loaded(None, &first);
         let generations = AtomicU64::new(first.generation);
-        Registry { current: ArcSwap::from_pointee(first), generations }
+        Registry {
+            current: ArcSwap::from_pointee(first),
+            generations,
+            control: tokio::sync::Mutex::new(()),
+            overrides: Mutex::new(Overrides::new()),
+        }
+    }
+
+    /// A copy of the current rollout overrides (for `prepare`).
+    pub fn overrides(&self) -> Overrides {
+        self.overrides.lock().map(|o| o.clone()).unwrap_or_default()
+    }
+
+    /// Sets (or with `None` clears) a model's rollout override and, when the model is served,
+    /// flips to a snapshot whose routing reflects it; the loaded versions are reused as they
+    /// are. Call with `control` held.
+    pub fn reroute(&self, model: &str, change: Option<RouteOverride>) {
+        let overrides = {
+            let Ok(mut map) = self.overrides.lock() else { return };
+            match change {
+                Some(o) => map.insert(model.to_string(), o),
+                None => map.remove(model),
+            };
+            map.clone()
+        };
+        let current = self.snapshot();
+        let Some(config) = current.config.models.get(model) else { return };
+        let routing = routing_table(config, &overrides);
+        if current.model(model).is_some_and(|m| m.routing == routing) {
+            return;
+        }
+        let models = current
+            .models
+            .iter()
+            .map(|(name, m)| {
+                let routing = if name == model { routing.clone() } else { m.routing.clone() };
+                (name.clone(), ServedModel { routing, ..m.clone() })
+            })
+            .collect();
+        let generation = self.next_generation();
+        self.flip(ServingSnapshot { generation, config: current.config.clone(), models });
     }
 
     /// The current snapshot; hold it for the whole request.
@@ -155,6 +202,7 @@ pub fn prepare(
     previous: Option<&ServingSnapshot>,
     generation: u64,
     on_failure: OnFailure,
+    overrides: &Overrides,
 ) -> Result<ServingSnapshot, Vec<Problem>> {
     let mut models = BTreeMap::new();
     let mut problems = Vec::new();
@@ -162,6 +210,7 @@ pub fn prepare(
         let reuse = previous.and_then(|p| p.model(name));
         let (versions, mut model_problems) = load_versions(&config, model, reuse);
         model_problems.extend(signature_problems(model, &versions));
+        model_problems.extend(monitor_problems(model, &versions));
         let failure = if model_problems.is_empty() {
             None
         } else {
@@ -171,7 +220,7 @@ pub fn prepare(
             Some(model_problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
         };
         problems.extend(model_problems);
-        let routing = routing_table(model);
+        let routing = routing_table(model, overrides);
         let versions = if failure.is_some() { BTreeMap::new() } else { versions };
         let shadow_budget = Arc::new(Semaphore::new(model.routing.shadow_max_in_flight));
         models.insert(
@@ -232,6 +281,25 @@ fn signature_problems(model: &ModelConfig, versions: &BTreeMap<u64, Arc<ServedVe
         .collect()
 }
 
+/// The monitored output must exist in every served version.
+fn monitor_problems(model: &ModelConfig, versions: &BTreeMap<u64, Arc<ServedVersion>>) -> Vec<Problem> {
+    let Some(monitor) = &model.monitor else { return Vec::new() };
+    versions
+        .values()
+        .filter(|v| v.signature.output(&monitor.output).is_none())
+        .map(|v| {
+            let outputs: Vec<&str> = v.signature.outputs.iter().map(|o| o.name.as_str()).collect();
+            Problem::new(
+                format!("models.{}.monitor.output", model.name),
+                format!(
+                    "version {} has no output '{}' (its outputs: {outputs:?})",
+                    v.version, monitor.output
+                ),
+            )
+        })
+        .collect()
+}
+
 pub fn version_key(config: &GatewayConfig, model: &ModelConfig, version: u64) -> VersionKey {
     VersionKey {
         path: model.model_path(version),
@@ -257,10 +325,43 @@ pub fn version_key(config: &GatewayConfig, model: &ModelConfig, version: u64) ->
     }
 }
 
-pub fn routing_table(model: &ModelConfig) -> RoutingTable {
+/// The routing table for `model`: its config, with a running rollout's weight (or promotion)
+/// applied when `overrides` holds one for this very rollout; a rollout without one starts at
+/// `steps[0]`.
+pub fn routing_table(model: &ModelConfig, overrides: &Overrides) -> RoutingTable {
     let r = &model.routing;
-    let candidates: Vec<(u64, f64)> = r.candidates.iter().map(|w| (w.version, w.percent)).collect();
+    let mut primary = r.primary;
+    let mut candidates: Vec<(u64, f64)> = r.candidates.iter().map(|w| (w.version, w.percent)).collect();
+    if let (Some(rollout), [(candidate, _)]) = (&model.rollout, candidates.as_slice()) {
+        let candidate = *candidate;
+        let key = rollout_key(model);
+        match overrides.get(&model.name).filter(|o| o.key == key) {
+            Some(o) if o.promoted => {
+                primary = candidate;
+                candidates.clear();
+            }
+            Some(o) => candidates = vec![(candidate, o.weight)],
+            None => candidates = vec![(candidate, rollout.steps.first().copied().unwrap_or(0.0))],
+        }
+    }
     let shadows: Vec<(u64, f64)> = r.shadows.iter().map(|w| (w.version, w.percent)).collect();
-    RoutingTable::new(r.primary, &candidates, &shadows)
+    RoutingTable::new(primary, &candidates, &shadows)
         .with_headers(r.sticky_header.clone(), r.pin_header.clone())
 }
+
+/// What identifies one rollout: a different candidate or rollout table is a new rollout.
+pub fn rollout_key(model: &ModelConfig) -> String {
+    let candidate = model.routing.candidates.first().map(|c| c.version);
+    format!("{candidate:?}|{:?}", model.rollout)
+}
+
+/// A running rollout's effect on routing, per model name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteOverride {
+    /// `rollout_key` of the rollout this belongs to.
+    pub key: String,
+    pub weight: f64,
+    pub promoted: bool,
+}
+
+pub type Overrides = HashMap<String, RouteOverride>;

@@ -62,13 +62,11 @@ pub struct ReloadRefused {
 pub struct Reloader {
     registry: Arc<Registry>,
     source: ConfigSource,
-    /// One reload at a time: a second trigger waits, then reloads the newest file.
-    lock: tokio::sync::Mutex<()>,
 }
 
 impl Reloader {
     pub fn new(registry: Arc<Registry>, source: ConfigSource) -> Reloader {
-        Reloader { registry, source, lock: tokio::sync::Mutex::new(()) }
+        Reloader { registry, source }
     }
 
     pub fn source(&self) -> &ConfigSource {
@@ -76,7 +74,9 @@ impl Reloader {
     }
 
     pub async fn reload(&self, trigger: &str) -> Result<ReloadReport, ReloadRefused> {
-        let _one_at_a_time = self.lock.lock().await;
+        // One change at a time (reloads and rollout steps): a second trigger waits, then
+        // reloads the newest file.
+        let _one_at_a_time = self.registry.control.lock().await;
         let result = self.reload_locked(trigger).await;
         telemetry::count_reload(result.is_ok());
         match &result {
@@ -105,8 +105,9 @@ impl Reloader {
         let next_config = Arc::new(next_config);
         let generation = self.registry.next_generation();
         let previous = current.clone();
+        let overrides = self.registry.overrides();
         let next = tokio::task::spawn_blocking(move || {
-            registry::prepare(next_config, Some(&previous), generation, OnFailure::RefuseAll)
+            registry::prepare(next_config, Some(&previous), generation, OnFailure::RefuseAll, &overrides)
         })
         .await
         .map_err(|e| refuse(vec![Problem::new("", format!("loading was interrupted: {e}"))]))?

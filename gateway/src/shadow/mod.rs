@@ -24,6 +24,9 @@ pub struct Shadows {
     tasks: Arc<Tracker>,
 }
 
+/// Called with a shadow's version and outputs when it answers (prediction monitoring).
+pub type OnOutputs = Arc<dyn Fn(u64, &[Tensor]) + Send + Sync>;
+
 impl Shadows {
     /// Hands a copy of the request to every shadow `model` samples for it; returns at once.
     pub fn mirror(
@@ -32,6 +35,7 @@ impl Shadows {
         inputs: &Arc<Vec<Tensor>>,
         answer: &Arc<Vec<Tensor>>,
         timeout: Duration,
+        on_outputs: &OnOutputs,
     ) {
         for version in model.routing.sample_shadows(fastrand::f64) {
             let Some(shadow) = model.version(version).cloned() else { continue };
@@ -39,13 +43,45 @@ impl Shadows {
                 telemetry::count_shadow(&model.name, version, ShadowOutcome::Dropped);
                 continue;
             };
-            let (inputs, answer, guard) = (inputs.clone(), answer.clone(), self.tasks.enter());
+            let (inputs, answer, on_outputs) = (inputs.clone(), answer.clone(), on_outputs.clone());
+            let guard = self.tasks.enter();
             tokio::spawn(async move {
-                run_one(&shadow, inputs, &answer, Instant::now() + timeout).await;
+                if let Some(outputs) = run_one(&shadow, inputs, &answer, Instant::now() + timeout).await {
+                    on_outputs(shadow.version, &outputs);
+                }
                 drop(permit);
                 drop(guard);
             });
         }
+    }
+
+    /// Runs a copy on `reference` (within `model`'s shadow budget) and reports whether its
+    /// `output` (every output, for `None`) agrees with `answer`. Nothing is reported when the
+    /// copy is dropped or fails. Rollouts use it to compare a candidate with its primary.
+    #[allow(clippy::too_many_arguments)]
+    pub fn compare(
+        &self,
+        model: &ServedModel,
+        reference: Arc<ServedVersion>,
+        inputs: &Arc<Vec<Tensor>>,
+        answer: &Arc<Vec<Tensor>>,
+        output: Option<String>,
+        timeout: Duration,
+        on_result: impl FnOnce(bool) + Send + 'static,
+    ) {
+        let Ok(permit) = model.shadow_budget.clone().try_acquire_owned() else { return };
+        let (inputs, answer, guard) = (inputs.clone(), answer.clone(), self.tasks.enter());
+        tokio::spawn(async move {
+            if let Ok(done) = reference.infer(inputs, Instant::now() + timeout).await {
+                let agreed = compare(&answer, &done.outputs)
+                    .iter()
+                    .filter(|c| output.as_deref().is_none_or(|o| c.output == o))
+                    .all(|c| c.matched);
+                on_result(agreed);
+            }
+            drop(permit);
+            drop(guard);
+        });
     }
 
     /// Resolves when no shadow request is running.
@@ -54,7 +90,13 @@ impl Shadows {
     }
 }
 
-async fn run_one(shadow: &ServedVersion, inputs: Arc<Vec<Tensor>>, answer: &[Tensor], deadline: Instant) {
+/// Runs one mirrored copy and records how it went; returns its outputs when it answered.
+async fn run_one(
+    shadow: &ServedVersion,
+    inputs: Arc<Vec<Tensor>>,
+    answer: &[Tensor],
+    deadline: Instant,
+) -> Option<Vec<Tensor>> {
     let started = Instant::now();
     let metrics = shadow.metrics.role(Role::Shadow);
     match shadow.infer(inputs, deadline).await {
@@ -71,11 +113,13 @@ async fn run_one(shadow: &ServedVersion, inputs: Arc<Vec<Tensor>>, answer: &[Ten
                     &c.abs_diffs,
                 );
             }
+            Some(done.outputs)
         }
         Err(e) => {
             metrics.finish(Outcome::ServerError, started.elapsed());
             telemetry::count_shadow(&shadow.model, shadow.version, ShadowOutcome::Error);
             tracing::debug!(model = %shadow.model, version = shadow.version, error = %e, "shadow request failed");
+            None
         }
     }
 }

@@ -22,12 +22,21 @@ pub const SHADOW_COMPARISONS: &str = "gateway_shadow_comparisons_total";
 pub const SHADOW_ABS_DIFF: &str = "gateway_shadow_abs_diff";
 pub const ROUTE_WEIGHT: &str = "gateway_route_weight_percent";
 pub const CONFIG_RELOADS: &str = "gateway_config_reloads_total";
+pub const PREDICTION_VALUE: &str = "gateway_prediction_value";
+pub const PREDICTION_CLASS: &str = "gateway_prediction_class_total";
+pub const DRIFT_PSI: &str = "gateway_drift_psi";
+pub const FEEDBACK: &str = "gateway_feedback_total";
+pub const ROLLOUT_EVENTS: &str = "gateway_rollout_events_total";
 
 const SECONDS_BUCKETS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,
 ];
 const ABS_DIFF_BUCKETS: &[f64] = &[0.0, 1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 10.0];
+const SCORE_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95,
+    1.0,
+];
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -66,7 +75,8 @@ fn bucketed() -> Result<PrometheusBuilder, metrics_exporter_prometheus::BuildErr
     }
     builder
         .set_buckets_for_metric(Matcher::Full(BATCH_SIZE.to_string()), BATCH_BUCKETS)?
-        .set_buckets_for_metric(Matcher::Full(SHADOW_ABS_DIFF.to_string()), ABS_DIFF_BUCKETS)
+        .set_buckets_for_metric(Matcher::Full(SHADOW_ABS_DIFF.to_string()), ABS_DIFF_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(PREDICTION_VALUE.to_string()), SCORE_BUCKETS)
 }
 
 fn describe() {
@@ -82,6 +92,14 @@ fn describe() {
     metrics::describe_histogram!(SHADOW_ABS_DIFF, "Per element |shadow - answer|");
     metrics::describe_gauge!(ROUTE_WEIGHT, "Current traffic split, percent per version");
     metrics::describe_counter!(CONFIG_RELOADS, "Config reloads, by outcome");
+    metrics::describe_histogram!(
+        PREDICTION_VALUE,
+        "Monitored output: the top-class score, or the score, per row"
+    );
+    metrics::describe_counter!(PREDICTION_CLASS, "Predicted classes (argmax) of the monitored output");
+    metrics::describe_gauge!(DRIFT_PSI, "Population stability index of recent scores against the baseline");
+    metrics::describe_counter!(FEEDBACK, "Delayed labels joined to predictions, by result");
+    metrics::describe_counter!(ROLLOUT_EVENTS, "Rollout state changes, by event");
 }
 
 /// Why a version answered a request.
@@ -255,4 +273,33 @@ pub fn route_weight(model: &str, version: u64, role: Role, percent: f64) {
 
 pub fn count_reload(applied: bool) {
     metrics::counter!(CONFIG_RELOADS, "outcome" => if applied { "applied" } else { "rejected" }).increment(1);
+}
+
+pub fn prediction_value(model: &str, version: u64) -> Histogram {
+    metrics::histogram!(PREDICTION_VALUE, "model" => model.to_string(), "version" => version.to_string())
+}
+
+pub fn prediction_class(model: &str, version: u64, class: &str) -> Counter {
+    metrics::counter!(PREDICTION_CLASS, "model" => model.to_string(), "version" => version.to_string(), "class" => class.to_string())
+}
+
+pub fn drift_psi(model: &str, version: u64) -> Gauge {
+    metrics::gauge!(DRIFT_PSI, "model" => model.to_string(), "version" => version.to_string())
+}
+
+/// A feedback label's result; unknown ids are counted without model or version.
+pub fn count_feedback(model: Option<&str>, version: Option<u64>, result: &'static str) {
+    let mut labels = vec![("result", result.to_string())];
+    if let Some(m) = model {
+        labels.push(("model", m.to_string()));
+    }
+    if let Some(v) = version {
+        labels.push(("version", v.to_string()));
+    }
+    metrics::counter!(FEEDBACK, &labels).increment(1);
+}
+
+pub fn count_rollout_event(model: &str, event: &str) {
+    metrics::counter!(ROLLOUT_EVENTS, "model" => model.to_string(), "event" => event.to_string())
+        .increment(1);
 }

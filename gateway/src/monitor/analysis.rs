@@ -1,0 +1,233 @@
+//! Rollout analysis, pure: one window of a candidate's numbers → pass, fail or insufficient data.
+//!
+//! Gates are absolute values measured on the candidate. Fewer than `min_requests` candidate
+//! requests: insufficient data (no gate is judged). Otherwise any gate over its limit fails; a
+//! false-positive gate with fewer than `min_labelled_negatives` labelled negatives holds
+//! (insufficient data) unless another gate already failed; else pass.
+//!
+//! - error rate: (server errors + timeouts) / requests; client errors are the client's fault.
+//! - p99 latency: from the window's latency buckets (log-spaced, 10% wide).
+//! - shadow disagreement: of the candidate's answers compared with the primary's answer on the
+//!   same inputs (a mirrored copy run on the primary during the rollout), the fraction that
+//!   disagree (argmax or tolerance, as shadow comparisons do).
+//! - false-positive rate: FP / (FP + TN) over labels that arrived for candidate predictions.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::RolloutConfig;
+
+const LATENCY_BUCKETS: usize = 240;
+const GROWTH: f64 = 1.1;
+
+/// Log-spaced latency buckets: bucket i holds [1.1^i, 1.1^(i+1)) microseconds.
+#[derive(Debug, Clone)]
+pub struct Latencies {
+    counts: Vec<u64>,
+}
+
+impl Default for Latencies {
+    fn default() -> Latencies {
+        Latencies { counts: vec![0; LATENCY_BUCKETS] }
+    }
+}
+
+impl Latencies {
+    pub fn record(&mut self, d: Duration) {
+        let us = d.as_secs_f64() * 1e6;
+        let i = if us < 1.0 { 0 } else { (us.ln() / GROWTH.ln()).floor() as usize };
+        if let Some(c) = self.counts.get_mut(i.min(LATENCY_BUCKETS - 1)) {
+            *c += 1;
+        }
+    }
+
+    /// The upper bound (ms) of the bucket holding the 99th percentile.
+    pub fn p99_ms(&self) -> Option<f64> {
+        let total: u64 = self.counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = (total as f64 * 0.99).ceil() as u64;
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Some(GROWTH.powi(i as i32 + 1) / 1000.0);
+            }
+        }
+        None
+    }
+}
+
+/// A candidate's numbers since its current step began (or since the last verdict).
+#[derive(Debug, Clone, Default)]
+pub struct WindowStats {
+    pub requests: u64,
+    pub errors: u64,
+    pub latencies: Latencies,
+    pub compared: u64,
+    pub disagreed: u64,
+    pub fp: u64,
+    pub tn: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    InsufficientData,
+}
+
+/// A verdict and the numbers behind it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Analysis {
+    pub verdict: Verdict,
+    pub requests: u64,
+    pub error_rate: Option<f64>,
+    pub p99_latency_ms: Option<f64>,
+    pub compared: u64,
+    pub shadow_disagreement: Option<f64>,
+    pub labelled_negatives: u64,
+    pub false_positive_rate: Option<f64>,
+    /// One line per gate that failed or held, or that passed when everything passed.
+    pub reasons: Vec<String>,
+}
+
+pub fn judge(w: &WindowStats, cfg: &RolloutConfig) -> Analysis {
+    let ratio = |num: u64, den: u64| (den > 0).then(|| num as f64 / den as f64);
+    let mut a = Analysis {
+        verdict: Verdict::Pass,
+        requests: w.requests,
+        error_rate: ratio(w.errors, w.requests),
+        p99_latency_ms: w.latencies.p99_ms(),
+        compared: w.compared,
+        shadow_disagreement: ratio(w.disagreed, w.compared),
+        labelled_negatives: w.fp + w.tn,
+        false_positive_rate: ratio(w.fp, w.fp + w.tn),
+        reasons: Vec::new(),
+    };
+    if w.requests < cfg.min_requests {
+        a.verdict = Verdict::InsufficientData;
+        a.reasons
+            .push(format!("{} candidate requests, fewer than min_requests {}", w.requests, cfg.min_requests));
+        return a;
+    }
+    let mut failed = Vec::new();
+    let mut held = Vec::new();
+    let mut check = |name: &str, value: Option<f64>, limit: Option<f64>, unit: &str| {
+        if let (Some(v), Some(l)) = (value, limit) {
+            if v > l {
+                failed.push(format!("{name} {v:.4}{unit} over the limit {l}{unit}"));
+            }
+        }
+    };
+    check("error rate", a.error_rate, cfg.max_error_rate, "");
+    check("p99 latency", a.p99_latency_ms, cfg.max_p99_latency_ms, " ms");
+    check("shadow disagreement", a.shadow_disagreement, cfg.max_shadow_disagreement, "");
+    if cfg.max_shadow_disagreement.is_some() && w.compared == 0 {
+        held.push("no candidate answer was compared with the primary yet".to_string());
+    }
+    if let Some(limit) = cfg.max_false_positive_rate {
+        if a.labelled_negatives < cfg.min_labelled_negatives {
+            held.push(format!(
+                "{} labelled negatives, fewer than the {} the false-positive gate needs",
+                a.labelled_negatives, cfg.min_labelled_negatives
+            ));
+        } else {
+            check("false-positive rate", a.false_positive_rate, Some(limit), "");
+        }
+    }
+    if !failed.is_empty() {
+        a.verdict = Verdict::Fail;
+        a.reasons = failed;
+    } else if !held.is_empty() {
+        a.verdict = Verdict::InsufficientData;
+        a.reasons = held;
+    } else {
+        a.reasons.push("every gate within its limit".to_string());
+    }
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> RolloutConfig {
+        RolloutConfig {
+            steps: vec![5.0, 25.0, 50.0, 100.0],
+            step_interval: Duration::from_secs(60),
+            min_requests: 100,
+            max_error_rate: Some(0.01),
+            max_p99_latency_ms: Some(50.0),
+            max_shadow_disagreement: Some(0.05),
+            max_false_positive_rate: Some(0.10),
+            min_labelled_negatives: 20,
+        }
+    }
+
+    fn healthy() -> WindowStats {
+        let mut w =
+            WindowStats { requests: 200, compared: 150, disagreed: 3, fp: 2, tn: 40, ..Default::default() };
+        for _ in 0..200 {
+            w.latencies.record(Duration::from_millis(2));
+        }
+        w
+    }
+
+    #[test]
+    fn a_healthy_window_passes() {
+        let a = judge(&healthy(), &cfg());
+        assert_eq!(a.verdict, Verdict::Pass, "{a:?}");
+    }
+
+    #[test]
+    fn too_few_requests_is_insufficient_data_whatever_else() {
+        let w = WindowStats { requests: 99, errors: 99, ..healthy() };
+        assert_eq!(judge(&w, &cfg()).verdict, Verdict::InsufficientData);
+    }
+
+    #[test]
+    fn each_gate_failing_alone_fails() {
+        let cases: Vec<(&str, WindowStats)> = vec![
+            ("error rate", WindowStats { errors: 3, ..healthy() }),
+            ("shadow disagreement", WindowStats { disagreed: 20, ..healthy() }),
+            ("false-positive rate", WindowStats { fp: 10, tn: 30, ..healthy() }),
+            ("p99 latency", {
+                let mut w = healthy();
+                for _ in 0..10 {
+                    w.latencies.record(Duration::from_millis(80));
+                }
+                w
+            }),
+        ];
+        for (gate, w) in cases {
+            let a = judge(&w, &cfg());
+            assert_eq!(a.verdict, Verdict::Fail, "{gate}: {a:?}");
+            assert_eq!(a.reasons.len(), 1, "{gate}: {a:?}");
+            assert!(a.reasons[0].starts_with(gate), "{gate}: {a:?}");
+        }
+    }
+
+    #[test]
+    fn few_labelled_negatives_hold_the_false_positive_gate() {
+        let w = WindowStats { fp: 5, tn: 10, ..healthy() };
+        let a = judge(&w, &cfg());
+        assert_eq!(a.verdict, Verdict::InsufficientData, "{a:?}");
+        // ...but a failing gate still fails.
+        let w = WindowStats { fp: 5, tn: 10, errors: 50, ..healthy() };
+        assert_eq!(judge(&w, &cfg()).verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn p99_is_within_ten_percent() {
+        let mut l = Latencies::default();
+        for i in 1..=1000u64 {
+            l.record(Duration::from_micros(i * 10));
+        }
+        let p99 = l.p99_ms().unwrap();
+        assert!((9.9..=11.0).contains(&p99), "{p99}");
+    }
+}

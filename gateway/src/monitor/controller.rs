@@ -1,0 +1,259 @@
+//! The rollout controller: one rollout per model with a `[rollout]` table and one candidate.
+//!
+//! Every `step_interval_s` it judges the candidate's window (see `analysis`):
+//! - **pass**: the next step's weight (a pass at the last step, 100, promotes the candidate to
+//!   primary); the window starts over;
+//! - **fail**: the candidate's weight goes to 0 at once and stays there until an operator acts
+//!   (promote or abort by API, or a config change that starts a new rollout); sticky users of the
+//!   candidate return to the primary because its bucket range is empty;
+//! - **insufficient data**: hold, say so, keep accumulating the same window.
+//!
+//! Every change goes through the registry's one snapshot flip (`Registry::reroute`, with the
+//! registry's control lock held), so no request is lost. A reload that leaves the candidate and
+//! the rollout table unchanged keeps the rollout where it is; one that changes either starts a new
+//! rollout at `steps[0]`. Rollout state lives in memory: after a restart, a rollout starts over
+//! from `steps[0]` (to keep a promotion, make it the config: `primary = <candidate>`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use super::{Analysis, Monitor, Verdict, judge};
+use crate::config::{ModelConfig, RolloutConfig};
+use crate::protocol::ApiError;
+use crate::registry::{Registry, RouteOverride, rollout_key};
+use crate::telemetry;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutState {
+    Progressing,
+    InsufficientData,
+    RolledBack,
+    Promoted,
+    Aborted,
+}
+
+pub(super) struct Rollout {
+    key: String,
+    primary: u64,
+    candidate: u64,
+    config: RolloutConfig,
+    step: usize,
+    state: RolloutState,
+    weight: f64,
+    started: SystemTime,
+    next: Instant,
+    last: Option<(SystemTime, Analysis)>,
+}
+
+impl Rollout {
+    fn route(&self) -> RouteOverride {
+        RouteOverride {
+            key: self.key.clone(),
+            weight: self.weight,
+            promoted: self.state == RolloutState::Promoted,
+        }
+    }
+
+    fn active(&self) -> bool {
+        matches!(self.state, RolloutState::Progressing | RolloutState::InsufficientData)
+    }
+}
+
+/// Runs the controller until `shutdown`: adopts rollouts from the current config and judges
+/// the ones that are due.
+pub async fn run_rollouts(
+    monitor: Arc<Monitor>,
+    registry: Arc<Registry>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        {
+            let _control = registry.control.lock().await;
+            monitor.sync_rollouts(&registry);
+            monitor.judge_due(&registry, Instant::now());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+impl Monitor {
+    /// Starts a rollout for every model whose config has one and whose candidate or rollout
+    /// table changed; forgets rollouts the config no longer has. Call with `control` held.
+    pub fn sync_rollouts(&self, registry: &Registry) {
+        let snapshot = registry.snapshot();
+        let Ok(mut rollouts) = self.rollouts.lock() else { return };
+        let configured: Vec<&ModelConfig> =
+            snapshot.config.models.values().filter(|m| m.rollout.is_some()).collect();
+        rollouts.retain(|name, _| {
+            let keep = configured.iter().any(|m| &m.name == name);
+            if !keep {
+                registry.reroute(name, None);
+            }
+            keep
+        });
+        for m in configured {
+            let key = rollout_key(m);
+            if rollouts.get(&m.name).is_some_and(|r| r.key == key) {
+                continue;
+            }
+            let (Some(config), Some(candidate)) = (m.rollout.clone(), m.routing.candidates.first()) else {
+                continue;
+            };
+            let weight = config.steps.first().copied().unwrap_or(0.0);
+            let rollout = Rollout {
+                key,
+                primary: m.routing.primary,
+                candidate: candidate.version,
+                step: 0,
+                state: RolloutState::Progressing,
+                weight,
+                started: SystemTime::now(),
+                next: Instant::now() + config.step_interval,
+                last: None,
+                config,
+            };
+            self.take_window(&m.name, rollout.candidate);
+            tracing::info!(model = %m.name, candidate = rollout.candidate, weight, "rollout started");
+            registry.reroute(&m.name, Some(rollout.route()));
+            rollouts.insert(m.name.clone(), rollout);
+        }
+    }
+
+    /// Judges every active rollout whose interval is over. Call with `control` held.
+    pub fn judge_due(&self, registry: &Registry, now: Instant) {
+        let Ok(mut rollouts) = self.rollouts.lock() else { return };
+        for (model, r) in rollouts.iter_mut().filter(|(_, r)| r.active() && now >= r.next) {
+            r.next = now + r.config.step_interval;
+            self.judge_one(registry, model, r);
+        }
+    }
+
+    /// Judges `model`'s rollout now, whatever its timer says (tests and operators). Call with
+    /// `control` held.
+    pub fn judge_now(&self, registry: &Registry, model: &str) -> Result<Value, ApiError> {
+        let Ok(mut rollouts) = self.rollouts.lock() else {
+            return Err(ApiError::Internal("rollout state".into()));
+        };
+        let r = rollouts.get_mut(model).ok_or_else(|| no_rollout(model))?;
+        if r.active() {
+            self.judge_one(registry, model, r);
+        }
+        Ok(describe(model, r))
+    }
+
+    fn judge_one(&self, registry: &Registry, model: &str, r: &mut Rollout) {
+        let window = self.peek_window(model, r.candidate);
+        let analysis = judge(&window, &r.config);
+        let verdict = analysis.verdict;
+        match verdict {
+            Verdict::InsufficientData => {
+                r.state = RolloutState::InsufficientData;
+                event(model, r, "insufficient_data", &analysis);
+            }
+            Verdict::Fail => {
+                self.take_window(model, r.candidate);
+                r.state = RolloutState::RolledBack;
+                r.weight = 0.0;
+                event(model, r, "rollback", &analysis);
+            }
+            Verdict::Pass if r.step + 1 < r.config.steps.len() => {
+                self.take_window(model, r.candidate);
+                r.step += 1;
+                r.weight = r.config.steps[r.step];
+                r.state = RolloutState::Progressing;
+                event(model, r, "step", &analysis);
+            }
+            Verdict::Pass => {
+                self.take_window(model, r.candidate);
+                r.state = RolloutState::Promoted;
+                r.weight = 100.0;
+                event(model, r, "promote", &analysis);
+            }
+        }
+        r.last = Some((SystemTime::now(), analysis));
+        registry.reroute(model, Some(r.route()));
+    }
+
+    /// `POST /admin/rollouts/{model}/promote`: the candidate becomes primary now.
+    pub fn promote(&self, registry: &Registry, model: &str) -> Result<Value, ApiError> {
+        self.operate(registry, model, RolloutState::Promoted, "promote")
+    }
+
+    /// `POST /admin/rollouts/{model}/abort`: the candidate's weight goes to 0 now.
+    pub fn abort(&self, registry: &Registry, model: &str) -> Result<Value, ApiError> {
+        self.operate(registry, model, RolloutState::Aborted, "abort")
+    }
+
+    fn operate(
+        &self,
+        registry: &Registry,
+        model: &str,
+        state: RolloutState,
+        name: &str,
+    ) -> Result<Value, ApiError> {
+        let Ok(mut rollouts) = self.rollouts.lock() else {
+            return Err(ApiError::Internal("rollout state".into()));
+        };
+        let r = rollouts.get_mut(model).ok_or_else(|| no_rollout(model))?;
+        r.state = state;
+        r.weight = if state == RolloutState::Promoted { 100.0 } else { 0.0 };
+        telemetry::count_rollout_event(model, name);
+        tracing::info!(model, candidate = r.candidate, weight = r.weight, "rollout {name} by the operator");
+        registry.reroute(model, Some(r.route()));
+        Ok(describe(model, r))
+    }
+
+    /// `GET /admin/rollouts`.
+    pub fn rollouts_json(&self) -> Value {
+        let Ok(rollouts) = self.rollouts.lock() else { return json!({}) };
+        let map: serde_json::Map<String, Value> =
+            rollouts.iter().map(|(m, r)| (m.clone(), describe(m, r))).collect();
+        json!({ "rollouts": map })
+    }
+}
+
+fn event(model: &str, r: &Rollout, name: &str, a: &Analysis) {
+    telemetry::count_rollout_event(model, name);
+    tracing::info!(
+        model,
+        candidate = r.candidate,
+        event = name,
+        weight = r.weight,
+        requests = a.requests,
+        error_rate = ?a.error_rate,
+        p99_latency_ms = ?a.p99_latency_ms,
+        shadow_disagreement = ?a.shadow_disagreement,
+        false_positive_rate = ?a.false_positive_rate,
+        labelled_negatives = a.labelled_negatives,
+        reasons = %a.reasons.join("; "),
+        "rollout {name}"
+    );
+}
+
+fn describe(model: &str, r: &Rollout) -> Value {
+    let unix = |t: SystemTime| t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    json!({
+        "model": model,
+        "primary": r.primary,
+        "candidate": r.candidate,
+        "state": r.state,
+        "weight": r.weight,
+        "step": r.step,
+        "steps": r.config.steps,
+        "step_interval_s": r.config.step_interval.as_secs_f64(),
+        "started_at_unix": unix(r.started),
+        "last_verdict": r.last.as_ref().map(|(at, a)| json!({ "at_unix": unix(*at), "analysis": a })),
+    })
+}
+
+fn no_rollout(model: &str) -> ApiError {
+    ApiError::NotFound(format!("model '{model}' has no rollout (configure [models.{model}.rollout])"))
+}

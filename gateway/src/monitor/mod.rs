@@ -1,0 +1,320 @@
+//! Watching what models predict, and acting on it: prediction metrics and drift per version,
+//! delayed labels joined to predictions, and the rollout controller that advances, promotes or
+//! rolls back a candidate from what it measures.
+//!
+//! State here outlives snapshots (a reload keeps a version's drift window and its rollout), so it
+//! is keyed by model name and version, not held in the registry. The request path only appends
+//! to small bounded structures; PSI and verdicts are computed off to the side.
+
+mod analysis;
+mod controller;
+mod drift;
+mod feedback;
+mod predictions;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+use metrics::{Counter, Gauge, Histogram};
+
+pub use analysis::{Analysis, Latencies, Verdict, WindowStats, judge};
+pub use controller::{RolloutState, run_rollouts};
+pub use drift::{BINS, Baseline, bin, load_baseline, psi};
+pub use feedback::{Judgement, Lookup, Prediction};
+pub use predictions::{Row, rows};
+
+use crate::config::MonitorConfig;
+use crate::protocol::ApiError;
+use crate::registry::ServingSnapshot;
+use crate::telemetry::{self, Outcome, Role};
+use crate::tensor::Tensor;
+
+/// Per (model, version): its prediction metrics, drift window and rollout window.
+struct Watch {
+    model: String,
+    version: u64,
+    value: Histogram,
+    classes: Mutex<HashMap<u64, Counter>>,
+    drift: Mutex<drift::Window>,
+    /// Registered only once the window holds `MIN_WINDOW` predictions.
+    psi: OnceLock<Gauge>,
+    window: Mutex<WindowStats>,
+}
+
+#[derive(Default)]
+pub struct Monitor {
+    watches: RwLock<HashMap<(String, u64), Arc<Watch>>>,
+    baselines: Mutex<HashMap<String, Baseline>>,
+    stores: RwLock<HashMap<String, Arc<feedback::Store>>>,
+    rollouts: Mutex<HashMap<String, controller::Rollout>>,
+}
+
+impl Monitor {
+    fn watch(&self, model: &str, version: u64) -> Arc<Watch> {
+        let key = (model.to_string(), version);
+        if let Some(w) = self.watches.read().ok().and_then(|m| m.get(&key).cloned()) {
+            return w;
+        }
+        let Ok(mut map) = self.watches.write() else { return Arc::new(Watch::new(model, version)) };
+        map.entry(key).or_insert_with(|| Arc::new(Watch::new(model, version))).clone()
+    }
+
+    fn store(&self, model: &str, cfg: &MonitorConfig) -> Option<Arc<feedback::Store>> {
+        if let Some(s) = self.stores.read().ok()?.get(model) {
+            return Some(s.clone());
+        }
+        let mut map = self.stores.write().ok()?;
+        let store = map
+            .entry(model.to_string())
+            .or_insert_with(|| Arc::new(feedback::Store::new(cfg.feedback_ttl, cfg.feedback_capacity)));
+        Some(store.clone())
+    }
+
+    /// Records an answer (or a shadow's outputs): prediction metrics, drift, and, for answers
+    /// with a request id, the prediction kept for a later label.
+    pub fn observe(
+        &self,
+        snapshot: &ServingSnapshot,
+        model: &str,
+        version: u64,
+        role: Role,
+        request_id: Option<&str>,
+        outputs: &[Tensor],
+    ) {
+        let Some(cfg) = snapshot.config.models.get(model).and_then(|m| m.monitor.as_ref()) else { return };
+        let Some(output) = outputs.iter().find(|t| t.name == cfg.output) else { return };
+        let rows = rows(output, cfg);
+        let watch = self.watch(model, version);
+        watch.record(&rows, cfg);
+        if role == Role::Primary {
+            self.capture_baseline(model, cfg, &rows);
+        }
+        self.update_psi(&watch, model, cfg);
+        if let (Some(id), true) = (request_id, role != Role::Shadow) {
+            if let Some(store) = self.store(model, cfg) {
+                let classes = rows.iter().map(|r| r.class).collect();
+                store.insert(id, Prediction { version, role, classes }, Instant::now());
+            }
+        }
+    }
+
+    fn capture_baseline(&self, model: &str, cfg: &MonitorConfig, rows: &[Row]) {
+        let Ok(mut baselines) = self.baselines.lock() else { return };
+        let baseline = baselines.entry(model.to_string()).or_insert_with(|| initial_baseline(model, cfg));
+        for r in rows {
+            if let Some(b) = bin(r.score, cfg.range) {
+                baseline.capture(b);
+            }
+        }
+    }
+
+    fn update_psi(&self, watch: &Watch, model: &str, cfg: &MonitorConfig) {
+        let baseline = {
+            let Ok(mut baselines) = self.baselines.lock() else { return };
+            let b = baselines.entry(model.to_string()).or_insert_with(|| initial_baseline(model, cfg));
+            match b.ready() {
+                Some(p) => *p,
+                None => return,
+            }
+        };
+        let Some(actual) =
+            watch.drift.lock().ok().filter(|w| w.len() >= drift::MIN_WINDOW).map(|w| w.proportions())
+        else {
+            return;
+        };
+        let gauge = watch.psi.get_or_init(|| telemetry::drift_psi(model, watch.version));
+        gauge.set(psi(&baseline, &actual));
+    }
+
+    /// Counts a finished request for the rollout window of a candidate.
+    pub fn record_request(&self, model: &str, version: u64, role: Role, outcome: Outcome, latency: Duration) {
+        if role != Role::Candidate {
+            return;
+        }
+        let watch = self.watch(model, version);
+        if let Ok(mut w) = watch.window.lock() {
+            w.requests += 1;
+            if matches!(outcome, Outcome::ServerError | Outcome::Timeout) {
+                w.errors += 1;
+            }
+            if outcome == Outcome::Ok {
+                w.latencies.record(latency);
+            }
+        }
+    }
+
+    /// Records whether the candidate's answer agreed with the primary's on the same inputs.
+    pub fn record_comparison(&self, model: &str, candidate: u64, agreed: bool) {
+        let watch = self.watch(model, candidate);
+        if let Ok(mut w) = watch.window.lock() {
+            w.compared += 1;
+            if !agreed {
+                w.disagreed += 1;
+            }
+        }
+    }
+
+    /// Joins a delayed label to the prediction made for request `id`.
+    pub fn feedback(
+        &self,
+        snapshot: &ServingSnapshot,
+        id: &str,
+        label: &serde_json::Value,
+    ) -> Result<FeedbackReply, ApiError> {
+        let labels = parse_labels(label)?;
+        let now = Instant::now();
+        for (name, m) in &snapshot.config.models {
+            let Some(cfg) = &m.monitor else { continue };
+            let Some(store) = self.store(name, cfg) else { continue };
+            match store.take(id, now) {
+                Lookup::Unknown => continue,
+                Lookup::Expired => {
+                    telemetry::count_feedback(Some(name), None, "expired");
+                    return Err(ApiError::Gone(format!(
+                        "the prediction for id {id:?} is older than monitor.feedback_ttl_s ({} s)",
+                        cfg.feedback_ttl.as_secs()
+                    )));
+                }
+                Lookup::AlreadyLabelled => {
+                    return Err(ApiError::Conflict(format!(
+                        "the prediction for id {id:?} already has a label"
+                    )));
+                }
+                Lookup::Found(p) => return self.join(name, cfg, id, &p, &labels),
+            }
+        }
+        telemetry::count_feedback(None, None, "unknown");
+        Err(ApiError::NotFound(format!(
+            "no recent prediction with id {id:?} (ids are the request's \"id\", or its x-request-id when it had none)"
+        )))
+    }
+
+    fn join(
+        &self,
+        model: &str,
+        cfg: &MonitorConfig,
+        id: &str,
+        p: &Prediction,
+        labels: &[u64],
+    ) -> Result<FeedbackReply, ApiError> {
+        if labels.len() != p.classes.len() {
+            return Err(ApiError::Malformed(format!(
+                "request {id:?} had {} rows; give one label per row (got {})",
+                p.classes.len(),
+                labels.len()
+            )));
+        }
+        let watch = self.watch(model, p.version);
+        let mut results = Vec::with_capacity(labels.len());
+        for (class, &label) in p.classes.iter().zip(labels) {
+            let Some(class) = class else { continue };
+            let j = feedback::judge(*class, label, cfg.positive_class);
+            telemetry::count_feedback(Some(model), Some(p.version), j.as_str());
+            if p.role == Role::Candidate {
+                if let Ok(mut w) = watch.window.lock() {
+                    match j {
+                        Judgement::FalsePositive => w.fp += 1,
+                        Judgement::TrueNegative => w.tn += 1,
+                        _ => {}
+                    }
+                }
+            }
+            results.push(j.as_str());
+        }
+        Ok(FeedbackReply { id: id.to_string(), model: model.to_string(), version: p.version, results })
+    }
+
+    /// The candidate window of `model`'s `version`, emptied (a new window starts).
+    fn take_window(&self, model: &str, version: u64) -> WindowStats {
+        let watch = self.watch(model, version);
+        watch.window.lock().map(|mut w| std::mem::take(&mut *w)).unwrap_or_default()
+    }
+
+    fn peek_window(&self, model: &str, version: u64) -> WindowStats {
+        let watch = self.watch(model, version);
+        watch.window.lock().map(|w| w.clone()).unwrap_or_default()
+    }
+}
+
+/// What `POST /v2/feedback` answers.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FeedbackReply {
+    pub id: String,
+    pub model: String,
+    pub version: u64,
+    pub results: Vec<&'static str>,
+}
+
+/// A label is a class number (or a bool), or an array of them (one per row).
+fn parse_labels(label: &serde_json::Value) -> Result<Vec<u64>, ApiError> {
+    let one = |v: &serde_json::Value| -> Option<u64> {
+        v.as_u64()
+            .or_else(|| v.as_bool().map(u64::from))
+            .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64))
+    };
+    let bad = || {
+        ApiError::Malformed(format!(
+            "label must be a class number, a boolean, or an array of them; got {label}"
+        ))
+    };
+    match label {
+        serde_json::Value::Array(items) => items.iter().map(|v| one(v).ok_or_else(bad)).collect(),
+        v => one(v).map(|l| vec![l]).ok_or_else(bad),
+    }
+}
+
+fn initial_baseline(model: &str, cfg: &MonitorConfig) -> Baseline {
+    let Some(path) = &cfg.baseline else { return Baseline::Capturing { counts: [0; BINS] } };
+    match load_baseline(path, cfg.range) {
+        Ok(p) => Baseline::Ready(p),
+        Err(e) => {
+            tracing::error!(
+                model,
+                "drift baseline unusable ({e}); capturing the primary's first predictions instead"
+            );
+            Baseline::Capturing { counts: [0; BINS] }
+        }
+    }
+}
+
+impl Watch {
+    fn new(model: &str, version: u64) -> Watch {
+        Watch {
+            model: model.to_string(),
+            version,
+            value: telemetry::prediction_value(model, version),
+            classes: Mutex::new(HashMap::new()),
+            drift: Mutex::new(drift::Window::default()),
+            psi: OnceLock::new(),
+            window: Mutex::new(WindowStats::default()),
+        }
+    }
+
+    fn record(&self, rows: &[Row], cfg: &MonitorConfig) {
+        for r in rows {
+            if r.score.is_finite() {
+                self.value.record(r.score);
+            }
+        }
+        if let Ok(mut classes) = self.classes.lock() {
+            for c in rows.iter().filter_map(|r| r.class) {
+                classes
+                    .entry(c)
+                    .or_insert_with(|| {
+                        telemetry::prediction_class(
+                            &self.model,
+                            self.version,
+                            &predictions::class_label(c, cfg),
+                        )
+                    })
+                    .increment(1);
+            }
+        }
+        if let Ok(mut window) = self.drift.lock() {
+            for b in rows.iter().filter_map(|r| bin(r.score, cfg.range)) {
+                window.push(b);
+            }
+        }
+    }
+}
