@@ -117,10 +117,10 @@ pub fn judge(w: &WindowStats, cfg: &RolloutConfig) -> Analysis {
     let mut failed = Vec::new();
     let mut held = Vec::new();
     let mut check = |name: &str, value: Option<f64>, limit: Option<f64>, unit: &str| {
-        if let (Some(v), Some(l)) = (value, limit) {
-            if v > l {
-                failed.push(format!("{name} {v:.4}{unit} over the limit {l}{unit}"));
-            }
+        if let (Some(v), Some(l)) = (value, limit)
+            && v > l
+        {
+            failed.push(format!("{name} {v:.4}{unit} over the limit {l}{unit}"));
         }
     };
     check("error rate", a.error_rate, cfg.max_error_rate, "");

@@ -59,10 +59,10 @@ pub struct Window {
 
 impl Window {
     pub fn push(&mut self, bin: usize) {
-        if self.ring.len() == WINDOW_SIZE {
-            if let Some(old) = self.ring.pop_front() {
-                self.counts[old as usize] -= 1;
-            }
+        if self.ring.len() == WINDOW_SIZE
+            && let Some(old) = self.ring.pop_front()
+        {
+            self.counts[old as usize] -= 1;
         }
         self.ring.push_back(bin as u8);
         self.counts[bin] += 1;

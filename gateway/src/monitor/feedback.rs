@@ -34,8 +34,11 @@ struct Entry {
 pub struct Store {
     ttl: Duration,
     capacity: usize,
-    inner: Mutex<(HashMap<String, Entry>, VecDeque<(String, Instant)>)>,
+    inner: Mutex<Entries>,
 }
+
+/// The entries by id, and their ids in insertion order (for forgetting the oldest).
+type Entries = (HashMap<String, Entry>, VecDeque<(String, Instant)>);
 
 impl Store {
     pub fn new(ttl: Duration, capacity: usize) -> Store {
