@@ -91,11 +91,11 @@ impl Monitor {
             self.capture_baseline(model, cfg, &rows);
         }
         self.update_psi(&watch, model, cfg);
-        if let (Some(id), true) = (request_id, role != Role::Shadow) {
-            if let Some(store) = self.store(model, cfg) {
-                let classes = rows.iter().map(|r| r.class).collect();
-                store.insert(id, Prediction { version, role, classes }, Instant::now());
-            }
+        if let (Some(id), true) = (request_id, role != Role::Shadow)
+            && let Some(store) = self.store(model, cfg)
+        {
+            let classes = rows.iter().map(|r| r.class).collect();
+            store.insert(id, Prediction { version, role, classes }, Instant::now());
         }
     }
 
@@ -211,13 +211,13 @@ impl Monitor {
             let Some(class) = class else { continue };
             let j = feedback::judge(*class, label, cfg.positive_class);
             telemetry::count_feedback(Some(model), Some(p.version), j.as_str());
-            if p.role == Role::Candidate {
-                if let Ok(mut w) = watch.window.lock() {
-                    match j {
-                        Judgement::FalsePositive => w.fp += 1,
-                        Judgement::TrueNegative => w.tn += 1,
-                        _ => {}
-                    }
+            if p.role == Role::Candidate
+                && let Ok(mut w) = watch.window.lock()
+            {
+                match j {
+                    Judgement::FalsePositive => w.fp += 1,
+                    Judgement::TrueNegative => w.tn += 1,
+                    _ => {}
                 }
             }
             results.push(j.as_str());
