@@ -69,6 +69,8 @@ impl Gateway {
         let registry = Arc::new(Registry::new(first));
         let reloader = Arc::new(Reloader::new(registry.clone(), source.clone()));
         let monitor = Arc::new(Monitor::default());
+        // Rollouts are in effect (and visible) before the first request.
+        monitor.sync_rollouts(&registry);
         let inference = Arc::new(Inference { shadows: Shadows::default(), monitor: monitor.clone() });
 
         let server = &config.server;

@@ -146,7 +146,7 @@ impl Monitor {
         if r.active() {
             self.judge_one(registry, model, r);
         }
-        Ok(describe(model, r))
+        Ok(self.describe(model, r))
     }
 
     fn judge_one(&self, registry: &Registry, model: &str, r: &mut Rollout) {
@@ -208,14 +208,34 @@ impl Monitor {
         telemetry::count_rollout_event(model, name);
         tracing::info!(model, candidate = r.candidate, weight = r.weight, "rollout {name} by the operator");
         registry.reroute(model, Some(r.route()));
-        Ok(describe(model, r))
+        Ok(self.describe(model, r))
+    }
+
+    /// A rollout as `/admin/rollouts` shows it: state, weight, step, the last verdict with the
+    /// numbers behind it, and the window being gathered for the next one.
+    fn describe(&self, model: &str, r: &Rollout) -> Value {
+        let unix = |t: SystemTime| t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let window = judge(&self.peek_window(model, r.candidate), &r.config);
+        json!({
+            "model": model,
+            "primary": r.primary,
+            "candidate": r.candidate,
+            "state": r.state,
+            "weight": r.weight,
+            "step": r.step,
+            "steps": r.config.steps,
+            "step_interval_s": r.config.step_interval.as_secs_f64(),
+            "started_at_unix": unix(r.started),
+            "last_verdict": r.last.as_ref().map(|(at, a)| json!({ "at_unix": unix(*at), "analysis": a })),
+            "current_window": window,
+        })
     }
 
     /// `GET /admin/rollouts`.
     pub fn rollouts_json(&self) -> Value {
         let Ok(rollouts) = self.rollouts.lock() else { return json!({}) };
         let map: serde_json::Map<String, Value> =
-            rollouts.iter().map(|(m, r)| (m.clone(), describe(m, r))).collect();
+            rollouts.iter().map(|(m, r)| (m.clone(), self.describe(m, r))).collect();
         json!({ "rollouts": map })
     }
 }
@@ -236,22 +256,6 @@ fn event(model: &str, r: &Rollout, name: &str, a: &Analysis) {
         reasons = %a.reasons.join("; "),
         "rollout {name}"
     );
-}
-
-fn describe(model: &str, r: &Rollout) -> Value {
-    let unix = |t: SystemTime| t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    json!({
-        "model": model,
-        "primary": r.primary,
-        "candidate": r.candidate,
-        "state": r.state,
-        "weight": r.weight,
-        "step": r.step,
-        "steps": r.config.steps,
-        "step_interval_s": r.config.step_interval.as_secs_f64(),
-        "started_at_unix": unix(r.started),
-        "last_verdict": r.last.as_ref().map(|(at, a)| json!({ "at_unix": unix(*at), "analysis": a })),
-    })
 }
 
 fn no_rollout(model: &str) -> ApiError {

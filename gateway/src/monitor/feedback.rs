@@ -19,6 +19,8 @@ pub struct Prediction {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Lookup {
     Found(Prediction),
+    /// The label gives a different number of rows than the prediction had (it stays unlabelled).
+    Rows(usize),
     Unknown,
     Expired,
     AlreadyLabelled,
@@ -59,8 +61,9 @@ impl Store {
         map.insert(id.to_string(), Entry { prediction, at: now, labelled: false });
     }
 
-    /// Finds the prediction for `id` and marks it labelled (a second label is refused).
-    pub fn take(&self, id: &str, now: Instant) -> Lookup {
+    /// Finds the prediction for `id` and, when it has `rows` rows, marks it labelled (a second
+    /// label is refused).
+    pub fn take(&self, id: &str, rows: usize, now: Instant) -> Lookup {
         let Ok(mut guard) = self.inner.lock() else { return Lookup::Unknown };
         let Some(entry) = guard.0.get_mut(id) else { return Lookup::Unknown };
         if now.duration_since(entry.at) > self.ttl {
@@ -69,6 +72,9 @@ impl Store {
         }
         if entry.labelled {
             return Lookup::AlreadyLabelled;
+        }
+        if entry.prediction.classes.len() != rows {
+            return Lookup::Rows(entry.prediction.classes.len());
         }
         entry.labelled = true;
         Lookup::Found(entry.prediction.clone())
@@ -134,9 +140,9 @@ mod tests {
         let s = Store::new(Duration::from_secs(60), 10);
         let t0 = Instant::now();
         s.insert("a", p(1), t0);
-        assert_eq!(s.take("a", t0), Lookup::Found(p(1)));
-        assert_eq!(s.take("a", t0), Lookup::AlreadyLabelled);
-        assert_eq!(s.take("b", t0), Lookup::Unknown);
+        assert_eq!(s.take("a", 1, t0), Lookup::Found(p(1)));
+        assert_eq!(s.take("a", 1, t0), Lookup::AlreadyLabelled);
+        assert_eq!(s.take("b", 1, t0), Lookup::Unknown);
     }
 
     #[test]
@@ -144,8 +150,8 @@ mod tests {
         let s = Store::new(Duration::from_secs(60), 10);
         let t0 = Instant::now();
         s.insert("a", p(1), t0);
-        assert_eq!(s.take("a", t0 + Duration::from_secs(61)), Lookup::Expired);
-        assert_eq!(s.take("a", t0 + Duration::from_secs(61)), Lookup::Unknown);
+        assert_eq!(s.take("a", 1, t0 + Duration::from_secs(61)), Lookup::Expired);
+        assert_eq!(s.take("a", 1, t0 + Duration::from_secs(61)), Lookup::Unknown);
     }
 
     #[test]
@@ -156,8 +162,8 @@ mod tests {
             s.insert(id, p(i as u64), t0 + Duration::from_millis(i as u64));
         }
         assert_eq!(s.len(), 2);
-        assert_eq!(s.take("a", t0), Lookup::Unknown);
-        assert_eq!(s.take("c", t0), Lookup::Found(p(2)));
+        assert_eq!(s.take("a", 1, t0), Lookup::Unknown);
+        assert_eq!(s.take("c", 1, t0), Lookup::Found(p(2)));
     }
 
     #[test]

@@ -167,13 +167,19 @@ impl Monitor {
         for (name, m) in &snapshot.config.models {
             let Some(cfg) = &m.monitor else { continue };
             let Some(store) = self.store(name, cfg) else { continue };
-            match store.take(id, now) {
+            match store.take(id, labels.len(), now) {
                 Lookup::Unknown => continue,
                 Lookup::Expired => {
                     telemetry::count_feedback(Some(name), None, "expired");
                     return Err(ApiError::Gone(format!(
                         "the prediction for id {id:?} is older than monitor.feedback_ttl_s ({} s)",
                         cfg.feedback_ttl.as_secs()
+                    )));
+                }
+                Lookup::Rows(rows) => {
+                    return Err(ApiError::Malformed(format!(
+                        "request {id:?} had {rows} rows; give one label per row (got {})",
+                        labels.len()
                     )));
                 }
                 Lookup::AlreadyLabelled => {
@@ -198,13 +204,6 @@ impl Monitor {
         p: &Prediction,
         labels: &[u64],
     ) -> Result<FeedbackReply, ApiError> {
-        if labels.len() != p.classes.len() {
-            return Err(ApiError::Malformed(format!(
-                "request {id:?} had {} rows; give one label per row (got {})",
-                p.classes.len(),
-                labels.len()
-            )));
-        }
         let watch = self.watch(model, p.version);
         let mut results = Vec::with_capacity(labels.len());
         for (class, &label) in p.classes.iter().zip(labels) {

@@ -141,6 +141,14 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// A credit-scoring request with `rows` rows of features drawn from a fixed seed: varied
+/// inputs, so that versions that differ get to show it.
+pub fn credit_request_seeded(rows: usize, seed: u64) -> Value {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let data: Vec<f32> = (0..rows * 8).map(|_| rng.f32() * 4.0 - 2.0).collect();
+    serde_json::json!({"inputs": [{"name": "features", "datatype": "FP32", "shape": [rows, 8], "data": data}]})
+}
+
 /// A credit-scoring request body with `rows` rows of 8 features.
 pub fn credit_request(rows: usize) -> Value {
     let data: Vec<f32> = (0..rows * 8).map(|i| ((i * 37 % 17) as f32 - 8.0) / 4.0).collect();
