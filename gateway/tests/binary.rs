@@ -4,7 +4,7 @@
 //! octet-stream reply and its header), binary and JSON outputs mixed, non-finite floats (JSON
 //! strings "NaN"/"Infinity"/"-Infinity", bit-exact in binary), and the size errors (400 naming
 //! the input) after which the gateway keeps answering correctly.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

@@ -3,7 +3,7 @@
 //! name/datatype/shape) with a JSON `{"error": ...}` naming the problem, never a crash or a
 //! 500, and after each one the gateway still answers a good request correctly. The known
 //! exceptions are `#[ignore]`d tests whose reason starts with "bug:".
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

@@ -4,7 +4,7 @@
 //! flat JSON data, 0-d, BYTES and every numeric datatype, several inputs and outputs, a
 //! control-flow model, and every entry of `models/tests/reference.json` (Python onnxruntime's
 //! answers) reproduced by the gateway.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

@@ -2,7 +2,7 @@
 //! too little data holds, a healthy candidate walks every step to promotion with concurrent
 //! clients losing nothing, and operators promote or abort by API. The analysis timer is set far
 //! in the future; tests judge when they choose, through the same code the timer calls.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
