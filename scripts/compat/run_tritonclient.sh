@@ -11,6 +11,10 @@
 # (print every passing check too).
 set -uo pipefail
 
+# A binary given on the command line is taken relative to where the script was started.
+if [[ $# -ge 1 && "$1" != /* && -e "$1" ]]; then
+    set -- "$(pwd)/$1" "${@:2}"
+fi
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT" || exit 1
 # shellcheck source=scripts/compat/lib.sh
