@@ -1,0 +1,77 @@
+# Shared by the compat scripts (sourced, not run): a Python venv with pinned packages, free
+# loopback ports, and a gateway started in the background and stopped by its PID.
+# Everything started here is stopped by the EXIT trap that `compat_start_gateway` installs.
+
+# compat_venv DIR PACKAGE...: creates DIR (a venv) once and installs PACKAGE... from PyPI into
+# it; a stamp file remembers the package list so a second run skips pip entirely.
+compat_venv() {
+    local dir=$1
+    shift
+    local stamp="$dir/.compat-packages"
+    local want="$*"
+    if [[ -x "$dir/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+        return 0
+    fi
+    echo "== creating $dir with: $want" >&2
+    "${PYTHON:-python3}" -m venv "$dir" || return 1
+    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check "$@" || return 1
+    echo "$want" >"$stamp"
+}
+
+# compat_free_port: prints a loopback TCP port nobody listens on right now.
+compat_free_port() {
+    "${PYTHON:-python3}" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+COMPAT_GATEWAY_PID=""
+COMPAT_GATEWAY_LOG=""
+
+# compat_stop_gateway: SIGTERM, wait up to 15 s for the graceful exit, then SIGKILL.
+# Sets COMPAT_GATEWAY_EXIT to the gateway's exit status (143/137 when killed).
+compat_stop_gateway() {
+    COMPAT_GATEWAY_EXIT=""
+    [[ -n "$COMPAT_GATEWAY_PID" ]] || return 0
+    if kill -0 "$COMPAT_GATEWAY_PID" 2>/dev/null; then
+        kill -TERM "$COMPAT_GATEWAY_PID" 2>/dev/null
+        for _ in $(seq 150); do
+            kill -0 "$COMPAT_GATEWAY_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$COMPAT_GATEWAY_PID" 2>/dev/null; then
+            echo "gateway $COMPAT_GATEWAY_PID did not stop within 15 s of SIGTERM: killing it" >&2
+            kill -KILL "$COMPAT_GATEWAY_PID" 2>/dev/null
+        fi
+    fi
+    wait "$COMPAT_GATEWAY_PID" 2>/dev/null
+    COMPAT_GATEWAY_EXIT=$?
+    COMPAT_GATEWAY_PID=""
+}
+
+# compat_start_gateway BINARY LOG URL ARGS...: starts BINARY ARGS... in the background (stderr
+# and stdout to LOG), installs the EXIT trap that stops it, and waits up to
+# ${COMPAT_READY_TIMEOUT:-120} s for http://URL/v2/health/ready to answer 200.
+compat_start_gateway() {
+    local binary=$1 log=$2 url=$3
+    shift 3
+    COMPAT_GATEWAY_LOG=$log
+    "$binary" "$@" >"$log" 2>&1 &
+    COMPAT_GATEWAY_PID=$!
+    trap compat_stop_gateway EXIT
+    local deadline=$((SECONDS + ${COMPAT_READY_TIMEOUT:-120}))
+    while ((SECONDS < deadline)); do
+        if ! kill -0 "$COMPAT_GATEWAY_PID" 2>/dev/null; then
+            echo "the gateway exited before it was ready; its log:" >&2
+            tail -n 40 "$log" >&2
+            wait "$COMPAT_GATEWAY_PID" 2>/dev/null
+            COMPAT_GATEWAY_PID=""
+            return 1
+        fi
+        if curl -fsS -o /dev/null --max-time 2 "http://$url/v2/health/ready" 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.2
+    done
+    echo "the gateway was not ready within ${COMPAT_READY_TIMEOUT:-120} s; its log:" >&2
+    tail -n 40 "$log" >&2
+    return 1
+}
