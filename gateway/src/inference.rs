@@ -204,6 +204,7 @@ pub fn outcome_of(e: &ApiError) -> Outcome {
         | ApiError::NoRoute { .. }
         | ApiError::MethodNotAllowed { .. }
         | ApiError::TooLarge { .. }
+        | ApiError::UnsupportedEncoding(_)
         | ApiError::Mismatch(_)
         | ApiError::NotFound(_)
         | ApiError::Gone(_)

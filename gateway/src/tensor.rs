@@ -266,17 +266,24 @@ pub struct TensorSpec {
     /// The model's name for each dynamic dim ("" when unnamed or fixed): inputs that share a
     /// name must agree on its size.
     pub symbols: Vec<String>,
+    /// The model declares no shape at all (unknown rank): any shape is accepted, and `shape`
+    /// is empty. ONNX Runtime reports such a tensor exactly like a 0-d one, so this comes from
+    /// the ONNX file itself.
+    pub any_rank: bool,
 }
 
 impl TensorSpec {
     /// A spec with no named dims.
     pub fn new(name: impl Into<String>, datatype: DataType, shape: Vec<i64>) -> TensorSpec {
         let symbols = vec![String::new(); shape.len()];
-        TensorSpec { name: name.into(), datatype, shape, symbols }
+        TensorSpec { name: name.into(), datatype, shape, symbols, any_rank: false }
     }
 
     /// Why `shape` cannot be fed to this input, if it cannot.
     pub fn shape_mismatch(&self, shape: &[usize]) -> Option<String> {
+        if self.any_rank {
+            return None;
+        }
         if shape.len() != self.shape.len() {
             return Some(format!(
                 "input '{}' has rank {} (shape {:?}) but the model expects rank {} (shape {:?})",

@@ -20,7 +20,7 @@ fn all_models() -> String {
          routing = { primary = 1, versions = [2, 3], pin_header = \"x-pin-version\" }\n\
          [models.dense]\nrepository = \"REPO\"\nrouting = { primary = 1 }\n",
     );
-    for m in ["multi_io", "scalar", "strings", "dtypes", "control_flow", "slow", "fixed"] {
+    for m in ["multi_io", "scalar", "strings", "dtypes", "control_flow", "slow", "fixed", "norank"] {
         toml.push_str(&test_model(m));
     }
     toml
@@ -418,4 +418,38 @@ async fn every_reference_entry_matches_python_onnxruntime() {
         }
     }
     gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_requests_are_decoded_and_bombs_refused() {
+    use std::io::Write;
+    let gw = common::start_with_server(common::CREDIT, "max_request_bytes = 100000").await;
+    let body = serde_json::to_vec(&common::credit_request(2)).unwrap();
+    let plain = gw.infer("credit-scoring", &common::credit_request(2)).await.json()["outputs"].clone();
+    for (encoding, compressed) in [
+        ("gzip", {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&body).unwrap();
+            e.finish().unwrap()
+        }),
+        ("deflate", {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&body).unwrap();
+            e.finish().unwrap()
+        }),
+    ] {
+        let reply =
+            gw.post("/v2/models/credit-scoring/infer", compressed, &[("content-encoding", encoding)]).await;
+        assert_eq!(reply.status, 200, "{encoding}: {}", String::from_utf8_lossy(&reply.body));
+        assert_eq!(reply.json()["outputs"], plain, "{encoding}");
+    }
+    // 10 MB of zeros compress to a few KB: the decompressed size is bounded too.
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(&vec![b' '; 10_000_000]).unwrap();
+    let bomb = gw
+        .post("/v2/models/credit-scoring/infer", e.finish().unwrap(), &[("content-encoding", "gzip")])
+        .await;
+    assert_eq!(bomb.status, 413);
+    let br = gw.post("/v2/models/credit-scoring/infer", body, &[("content-encoding", "br")]).await;
+    assert_eq!(br.status, 415, "{}", br.error());
 }

@@ -135,7 +135,18 @@ async fn model_repository_mode_serves_every_model_with_its_highest_version() {
     let names: Vec<&str> = cfg.models.keys().map(String::as_str).collect();
     assert_eq!(
         names,
-        ["broken", "control_flow", "dtypes", "fixed", "mirror", "multi_io", "scalar", "slow", "strings"]
+        [
+            "broken",
+            "control_flow",
+            "dtypes",
+            "fixed",
+            "mirror",
+            "multi_io",
+            "norank",
+            "scalar",
+            "slow",
+            "strings"
+        ]
     );
     let gw = common::start_config(cfg).await;
     let ready = gw.get("/v2/health/ready").await;

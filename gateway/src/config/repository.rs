@@ -43,10 +43,18 @@ pub fn scan_repository(dir: &Path) -> Result<RawConfig, ConfigError> {
         let Some(name) = entry.file_name().to_str().map(str::to_string) else {
             continue;
         };
-        if !valid_model_name(&name) || !entry.path().is_dir() {
+        if !entry.path().is_dir() {
+            continue;
+        }
+        if !valid_model_name(&name) {
+            tracing::warn!(folder = %entry.path().display(), "not served: model names match [A-Za-z0-9_.-]+");
             continue;
         }
         let Some(&highest) = versions_on_disk(dir, &name).last() else {
+            tracing::warn!(
+                folder = %entry.path().display(),
+                "not served: no version folder (a positive integer without leading zeros) holding model.onnx"
+            );
             continue;
         };
         let routing = RawRouting { primary: Some(highest), ..RawRouting::default() };

@@ -214,6 +214,7 @@ async fn run_infer(
     let server = &snapshot.config.server;
     let json_length = json_length(&parts.headers)?;
     let body = read_body(body, &parts.headers, server.max_request_bytes).await?;
+    let body = decode_content(body, &parts.headers, server.max_request_bytes)?;
     let request = decode_infer(&body, json_length, &version.signature, &plane.decode_limits)?;
     let answer = plane.inference.run(target, request.inputs, deadline).await?;
     let encoded = encode_infer(
@@ -249,6 +250,34 @@ fn json_length(headers: &HeaderMap) -> Result<Option<usize>, ApiError> {
     value.to_str().ok().and_then(|s| s.trim().parse::<usize>().ok()).map(Some).ok_or_else(|| {
         ApiError::Malformed(format!("Inference-Header-Content-Length must be a byte count, got {value:?}"))
     })
+}
+
+/// Triton's request compression (`Content-Encoding: gzip` or `deflate`, which tritonclient's
+/// `request_compression_algorithm` sends): the decompressed body is bounded by `limit` too.
+/// `Inference-Header-Content-Length` counts the decompressed JSON, as Triton reads it.
+fn decode_content(body: Bytes, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+    use std::io::Read;
+    let Some(value) = headers.get(http::header::CONTENT_ENCODING) else {
+        return Ok(body);
+    };
+    let encoding = value.to_str().unwrap_or("?").trim().to_ascii_lowercase();
+    let mut out = Vec::new();
+    let cap = limit as u64 + 1;
+    let read = match encoding.as_str() {
+        "" | "identity" => return Ok(body),
+        "gzip" | "x-gzip" => flate2::read::GzDecoder::new(&body[..]).take(cap).read_to_end(&mut out),
+        "deflate" => flate2::read::ZlibDecoder::new(&body[..]).take(cap).read_to_end(&mut out),
+        other => {
+            return Err(ApiError::UnsupportedEncoding(format!(
+                "Content-Encoding {other:?} is not supported; send gzip, deflate or an uncompressed body"
+            )));
+        }
+    };
+    read.map_err(|e| ApiError::Malformed(format!("cannot decompress the {encoding} request body: {e}")))?;
+    if out.len() > limit {
+        return Err(ApiError::TooLarge { limit });
+    }
+    Ok(Bytes::from(out))
 }
 
 /// The whole body, refusing (413) anything over `limit` before or while reading it.

@@ -36,8 +36,16 @@ impl OnnxSession {
             .map_err(|e| fail(&e))?;
         let mut builder = providers::register(builder, &options.execution_providers).map_err(|e| fail(&e))?;
         let session = builder.commit_from_file(path).map_err(|e| fail(&e))?;
-        let (signature, skipped) =
+        let (mut signature, skipped) =
             signature(&session).map_err(|reason| OnnxError::Load { path: path.to_path_buf(), reason })?;
+        if signature.inputs.iter().any(|s| s.shape.is_empty()) {
+            // 0-d or no shape at all? ONNX Runtime reports both as rank 0: ask the file.
+            let shapeless =
+                std::fs::read(path).map(|b| super::proto::shapeless_inputs(&b)).unwrap_or_default();
+            for spec in signature.inputs.iter_mut().filter(|s| s.shape.is_empty()) {
+                spec.any_rank = shapeless.contains(&spec.name);
+            }
+        }
         for name in &skipped {
             tracing::warn!(path = %path.display(), output = %name, "output is not a tensor; it is not served");
         }
@@ -140,6 +148,7 @@ fn tensor_spec(name: &str, ty: &ValueType) -> Option<Result<TensorSpec, String>>
             datatype,
             shape: shape.iter().map(|&d| if d < 0 { -1 } else { d }).collect(),
             symbols: shape.iter().enumerate().map(|(i, &d)| symbol(i, d)).collect(),
+            any_rank: false,
         }),
         None => Err(format!("'{name}' has element type {ty:?}, which the V2 protocol cannot carry")),
     })

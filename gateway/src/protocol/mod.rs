@@ -35,6 +35,9 @@ pub enum ApiError {
     MethodNotAllowed { method: String, path: String, allowed: &'static str },
     #[error("request body is larger than the limit of {limit} bytes")]
     TooLarge { limit: usize },
+    /// A `Content-Encoding` we cannot decode.
+    #[error("{0}")]
+    UnsupportedEncoding(String),
     /// Well-formed, but not what this model takes (input name, datatype, shape, output name).
     #[error("{0}")]
     Mismatch(String),
@@ -72,6 +75,7 @@ impl ApiError {
             ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Mismatch(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
