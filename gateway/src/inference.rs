@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::batching::InferError;
+use crate::batching::{Expected, InferError};
 use crate::monitor::Monitor;
 use crate::protocol::ApiError;
 use crate::registry::{ServedModel, ServedVersion, ServingSnapshot};
@@ -27,6 +27,7 @@ pub struct Target {
     pub version: Arc<ServedVersion>,
     pub route: Route,
     started: Instant,
+    _expected: Expected,
 }
 
 /// What the answering version produced.
@@ -75,7 +76,8 @@ pub fn pick<'h>(
         model: m.name.clone(),
         version: route.version.to_string(),
     })?;
-    Ok(Target { version, route, started })
+    let _expected = version.expect();
+    Ok(Target { version, route, started, _expected })
 }
 
 fn pinned_by_header<'h>(

@@ -1,8 +1,13 @@
 //! One bounded queue per served version, and the loop each worker thread runs on it: take a
-//! request, gather compatible ones (up to `max_batch_size` rows, waiting at most
-//! `max_queue_delay`), drop those whose caller went away or whose deadline passed, run once,
-//! split the outputs back. A batch that fails is retried request by request, so one bad
-//! request never fails its batch-mates.
+//! request, gather compatible ones (up to `max_batch_size` rows), drop those whose caller went
+//! away or whose deadline passed, run once, split the outputs back. A batch that fails is retried
+//! request by request, so one bad request never fails its batch-mates.
+//!
+//! **Waiting for batch-mates, only when some are coming.** Everything already queued joins at
+//! once. Beyond that the worker waits (at most `max_queue_delay`) only while more requests have
+//! been routed to this version than it holds: they are being read or decoded and will arrive in
+//! microseconds. A lone client therefore never waits for company that cannot come (its latency
+//! stays that of an unbatched run), while concurrent clients fill batches.
 //!
 //! Knows nothing of ONNX Runtime: a worker hands it a `Runner`.
 
@@ -11,6 +16,7 @@ mod assemble;
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
@@ -71,17 +77,29 @@ struct Job {
 pub struct Queue {
     tx: Sender<Job>,
     capacity: usize,
+    coming: Arc<AtomicUsize>,
+}
+
+/// Held while a request routed to this version is on its way to (or in) the queue.
+pub struct Expected(Arc<AtomicUsize>);
+
+impl Drop for Expected {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The receiving side, for the worker threads.
 #[derive(Clone)]
 pub struct QueueReceiver {
     rx: Receiver<Job>,
+    coming: Arc<AtomicUsize>,
 }
 
 pub fn queue(policy: &BatchPolicy) -> (Queue, QueueReceiver) {
     let (tx, rx) = crossbeam_channel::bounded(policy.max_queue);
-    (Queue { tx, capacity: policy.max_queue }, QueueReceiver { rx })
+    let coming = Arc::new(AtomicUsize::new(0));
+    (Queue { tx, capacity: policy.max_queue, coming: coming.clone() }, QueueReceiver { rx, coming })
 }
 
 impl Queue {
@@ -108,6 +126,12 @@ impl Queue {
     pub fn depth(&self) -> usize {
         self.tx.len()
     }
+
+    /// Announces a request routed to this version; hold the guard until it is answered.
+    pub fn expect(&self) -> Expected {
+        self.coming.fetch_add(1, Ordering::Relaxed);
+        Expected(self.coming.clone())
+    }
 }
 
 /// The worker loop: returns when every `Queue` is dropped and the queue is drained.
@@ -118,7 +142,7 @@ pub fn serve(
     batchable: bool,
     metrics: &VersionMetrics,
 ) {
-    let rx = receiver.rx;
+    let QueueReceiver { rx, coming } = receiver;
     let mut held: VecDeque<Job> = VecDeque::new();
     loop {
         let first = match held.pop_front() {
@@ -129,7 +153,7 @@ pub fn serve(
             },
         };
         let batch = if batchable && policy.max_batch_size > 1 && first.rows.is_some() {
-            gather(first, &rx, &mut held, &policy)
+            gather(first, &rx, &mut held, &policy, &coming)
         } else {
             vec![first]
         };
@@ -139,7 +163,13 @@ pub fn serve(
 
 /// Adds compatible requests to `first` until the batch is full or the delay is over. Requests
 /// that do not fit wait in `held` for the next round.
-fn gather(first: Job, rx: &Receiver<Job>, held: &mut VecDeque<Job>, policy: &BatchPolicy) -> Vec<Job> {
+fn gather(
+    first: Job,
+    rx: &Receiver<Job>,
+    held: &mut VecDeque<Job>,
+    policy: &BatchPolicy,
+    coming: &AtomicUsize,
+) -> Vec<Job> {
     let max = policy.max_batch_size;
     let mut rows = first.rows.unwrap_or(1);
     let mut batch = vec![first];
@@ -159,10 +189,11 @@ fn gather(first: Job, rx: &Receiver<Job>, held: &mut VecDeque<Job>, policy: &Bat
     }
     let until = Instant::now() + policy.max_queue_delay;
     while rows < max && held.len() < max {
-        let next = if policy.max_queue_delay.is_zero() {
-            rx.try_recv().map_err(|_| RecvTimeoutError::Timeout)
-        } else {
-            rx.recv_deadline(until)
+        let next = match rx.try_recv() {
+            Ok(job) => Ok(job),
+            // Nothing queued: wait only if more requests are on their way to this version.
+            Err(_) if coming.load(Ordering::Relaxed) > batch.len() + held.len() => rx.recv_deadline(until),
+            Err(_) => Err(RecvTimeoutError::Timeout),
         };
         let Ok(job) = next else { break };
         if fits(&job, rows, &batch) {
@@ -358,6 +389,57 @@ mod tests {
         let mut runner = Doubler { runs: Vec::new() };
         serve(receiver, &mut runner, policy(1), true, &VersionMetrics::new("test", 1));
         assert!(runner.runs.is_empty());
+    }
+
+    /// Runs a worker with a one-hour `max_queue_delay` on its own thread.
+    fn patient_worker(receiver: QueueReceiver) -> std::thread::JoinHandle<Vec<usize>> {
+        let p = BatchPolicy { max_queue_delay: Duration::from_secs(3600), ..policy(8) };
+        std::thread::spawn(move || {
+            let mut runner = Doubler { runs: Vec::new() };
+            serve(receiver, &mut runner, p, true, &VersionMetrics::new("test", 1));
+            runner.runs
+        })
+    }
+
+    #[test]
+    fn a_lone_request_never_waits_for_company() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let (queue, receiver) = queue(&policy(8));
+        let worker = patient_worker(receiver);
+        let _coming = queue.expect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // With nobody else routed here, the hour-long delay must not apply.
+        let done = rt.block_on(queue.infer(input(&[1.0]), deadline)).unwrap();
+        assert_eq!(done.batch_rows, 1);
+        drop((queue, _coming));
+        assert_eq!(worker.join().unwrap(), vec![1]);
+    }
+
+    #[test]
+    fn a_batch_waits_for_requests_already_on_their_way() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_time().build().unwrap();
+        let (queue, receiver) = queue(&policy(8));
+        // Two requests routed here; the second reaches the queue only after the worker took the first.
+        let (first_guard, second_guard) = (queue.expect(), queue.expect());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let q = queue.clone();
+        let first = rt.spawn(async move { q.infer(input(&[1.0]), deadline).await });
+        rt.block_on(async {
+            while queue.depth() == 0 {
+                tokio::task::yield_now().await
+            }
+        });
+        let worker = patient_worker(receiver);
+        rt.block_on(async {
+            while queue.depth() > 0 {
+                tokio::task::yield_now().await
+            }
+        });
+        let second = rt.block_on(queue.infer(input(&[2.0]), deadline)).unwrap();
+        let first = rt.block_on(first).unwrap().unwrap();
+        assert_eq!((first.batch_rows, second.batch_rows), (2, 2));
+        drop((queue, first_guard, second_guard));
+        assert_eq!(worker.join().unwrap(), vec![2]);
     }
 
     #[test]

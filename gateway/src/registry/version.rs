@@ -93,6 +93,12 @@ impl ServedVersion {
         }
     }
 
+    /// Announces a request routed here (see `batching`: batch-mates are waited for only while
+    /// some are coming); hold the guard until the request is answered.
+    pub fn expect(&self) -> batching::Expected {
+        self.queue.expect()
+    }
+
     pub fn queue_depth(&self) -> usize {
         self.queue.depth()
     }
