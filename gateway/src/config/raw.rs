@@ -42,6 +42,7 @@ pub struct RawRuntime {
     pub execution_providers: Option<Vec<String>>,
     pub intra_op_threads: Option<u64>,
     pub intra_op_spinning: Option<bool>,
+    pub io_threads: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

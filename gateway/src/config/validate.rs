@@ -135,6 +135,7 @@ fn runtime(c: &mut Checker, r: &RawRuntime) -> RuntimeConfig {
         execution_providers: providers,
         intra_op_threads: c.range("runtime.intra_op_threads", r.intra_op_threads, 1, 0, 1024) as usize,
         intra_op_spinning: r.intra_op_spinning.unwrap_or(false),
+        io_threads: c.range("runtime.io_threads", r.io_threads, 0, 0, 1024) as usize,
     }
 }
 
