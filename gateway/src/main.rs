@@ -113,14 +113,17 @@ fn serve(cli: &Cli, overrides: &Overrides) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime =
-        match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("gateway-io").build() {
-            Ok(rt) => rt,
-            Err(e) => {
-                eprintln!("cannot start the async runtime: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.runtime.io_threads > 0 {
+        builder.worker_threads(config.runtime.io_threads);
+    }
+    let runtime = match builder.enable_all().thread_name("gateway-io").build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     runtime.block_on(async move {
         let gateway = match Gateway::start_with(config, source, !cli.no_watch).await {
             Ok(g) => g,
