@@ -27,7 +27,8 @@ use tokio::net::TcpStream;
 const SLOW_MODEL: &str = "[models.slow]\nrepository = \"TESTS\"\nrouting = { primary = 1 }\n";
 
 /// Loop iterations that keep the slow model busy for about 2 s on a quiet 2-core machine
-/// (1,000,000 ≈ 1.7-2.3 s; 100,000 ≈ 0.25 s; 2,000,000 ≈ 3.4 s).
+/// (1,000,000 ≈ 1.7-2.3 s; 100,000 ≈ 0.25 s; 2,000,000 ≈ 3.4 s). Tests whose slow requests must
+/// succeed set a long request_timeout_ms, so a loaded machine only makes them slower.
 const SLOW: i64 = 1_000_000;
 
 /// Generous bound for anything that should happen "soon".
@@ -218,7 +219,7 @@ async fn h2c_prior_knowledge_gets_a_correct_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beyond_max_in_flight_a_request_gets_503_with_retry_after_at_once() {
     let _serial = common::exclusive().await;
-    let gw = common::start_with_server(SLOW_MODEL, "max_in_flight = 1").await;
+    let gw = common::start_with_server(SLOW_MODEL, "max_in_flight = 1\nrequest_timeout_ms = 120000").await;
     let first = gw.spawn_infer("slow", &slow_request(SLOW, 1));
     wait_in_flight(&gw, 1.0).await;
 
@@ -279,7 +280,8 @@ async fn a_request_past_request_timeout_is_counted_as_timeout() {
 async fn a_full_version_queue_refuses_with_503_naming_the_queue() {
     let _serial = common::exclusive().await;
     let model = "[models.slow]\nrepository = \"TESTS\"\nbatching = { max_batch_size = 1, max_queue = 1 }\nrouting = { primary = 1 }\n";
-    let gw = common::start(model).await;
+    // A busy CI machine can stretch the slow runs: only the queue decides here, not the clock.
+    let gw = common::start_with_server(model, "request_timeout_ms = 120000").await;
     // One request runs on the only worker...
     let running = gw.spawn_infer("slow", &slow_request(SLOW, 1));
     wait_in_flight(&gw, 1.0).await;
@@ -311,7 +313,8 @@ async fn a_full_version_queue_refuses_with_503_naming_the_queue() {
 async fn a_request_whose_client_left_while_queued_never_runs() {
     let _serial = common::exclusive().await;
     let model = "[models.slow]\nrepository = \"TESTS\"\nbatching = { max_batch_size = 1, max_queue = 8 }\nrouting = { primary = 1 }\n";
-    let gw = common::start(model).await;
+    // A busy CI machine can stretch the slow runs: only the queue decides here, not the clock.
+    let gw = common::start_with_server(model, "request_timeout_ms = 120000").await;
     let runs = gw.metric(INFERENCE_DURATION_COUNT, SLOW_V1).await;
     let running = gw.spawn_infer("slow", &slow_request(SLOW, 1));
     wait_in_flight(&gw, 1.0).await;
@@ -343,7 +346,8 @@ async fn a_request_whose_client_left_while_queued_never_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_the_request_in_flight_and_refuses_new_connections() {
     let _serial = common::exclusive().await;
-    let mut gw = common::start_with_server(SLOW_MODEL, "drain_timeout_ms = 60000").await;
+    let mut gw =
+        common::start_with_server(SLOW_MODEL, "drain_timeout_ms = 60000\nrequest_timeout_ms = 120000").await;
     let data: SocketAddr = gw.data;
     let in_flight = gw.spawn_infer("slow", &slow_request(SLOW, 2));
     wait_in_flight(&gw, 1.0).await;
