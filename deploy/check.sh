@@ -69,7 +69,8 @@ for p in d["panels"]:
             problems.append(f"panel {p.get('title')}: unbalanced parentheses in {t['expr']}")
 for p in problems:
     print(" ", p)
-print(f"  {len(d['panels'])} panels, {exprs} queries, variables {', '.join(names)}")
+rows = sum(p["type"] == "row" for p in d["panels"])
+print(f"  {len(d['panels']) - rows} panels in {rows} rows, {exprs} queries, variables {', '.join(names)}")
 sys.exit(1 if problems else 0)
 PY
 else

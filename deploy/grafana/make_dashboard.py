@@ -616,7 +616,7 @@ def main():
         if current != text:
             print(f"{OUT} is out of date: run python3 {os.path.relpath(__file__)}", file=sys.stderr)
             return 1
-        print(f"{os.path.relpath(OUT)} is up to date ({len(json.loads(text)['panels'])} panels)")
+        print(f"{os.path.relpath(OUT)} is up to date")
         return 0
     with open(OUT, "w", encoding="utf-8") as f:
         f.write(text)

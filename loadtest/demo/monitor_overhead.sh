@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# What prediction monitoring and feedback storage cost: requests/s of the same gateway with
-# `[models.credit-scoring.monitor]` (A) and without it (B), same load, alternating A/B in one run (A B, B A, A B, ...).
+# What prediction monitoring and feedback storage cost: requests/s (and gateway CPU per request)
+# of the same gateway with `[models.credit-scoring.monitor]` (A) and without it (B), same load,
+# alternating in one run: A B, B A, A B, ... (a drift in the machine's load cancels out).
 #
 #   loadtest/demo/monitor_overhead.sh [ROUNDS] [SECONDS] [CONNECTIONS]
 #   loadtest/demo/monitor_overhead.sh 2 10 32      # A B B A, 10 s each, 32 connections (default)
@@ -8,13 +9,13 @@
 # Both gateways run side by side for the whole run (ports 58280/58281, admin 58290/58291; set
 # OVERHEAD_PORT_BASE to move them), each with its own config: credit-scoring v1 as the only
 # version (no candidate, no shadow, no rollout), batching as in config/gateway.toml. A adds only
-# the monitor table. Each round drives A and B (the order alternates), with `loadtest` (closed loop, JSON, batch 1, a
-# 2 s warm-up, then the measured run; the gateway's own CPU time is read from /proc around each
-# measured run, giving CPU microseconds per request, which other load on the machine disturbs far
-# less than requests/s). loadtest's requests carry no "id", so A keeps every
-# prediction for a later label under the x-request-id the gateway generates (unique per request):
-# the bounded feedback store is filled and evicts its oldest entry on each insert once full, as
-# in production. No labels are sent (that would be different load for A and B).
+# the monitor table. Each round drives A and B with `loadtest` (closed loop, JSON, batch 1): a 2 s
+# warm-up, then the measured run. Each gateway's own CPU time is read from /proc around its
+# measured runs: CPU microseconds per request, which other load on the machine disturbs far less
+# than requests/s. loadtest's requests carry no "id", so A keeps every prediction for a later
+# label under the x-request-id the gateway generates (unique per request): the bounded feedback
+# store fills up and then evicts its oldest entry on each insert, as in production. No labels are
+# sent (that would be different load for A and B).
 #
 # Needs release builds of gateway and loadtest (cargo build --release -p gateway -p loadtest).
 # Everything it starts stops by itself (the gateways run under `timeout`, stopped on exit).
