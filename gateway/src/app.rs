@@ -57,6 +57,8 @@ impl Gateway {
         watch: bool,
     ) -> Result<Gateway, StartError> {
         let metrics = telemetry::install();
+        telemetry::register_reloads();
+        telemetry::in_flight_limit(config.server.max_in_flight);
         onnx::environment()?;
         let config = Arc::new(config);
         let prepare_config = config.clone();

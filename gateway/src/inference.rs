@@ -133,7 +133,7 @@ impl Inference {
             let on_outputs: OnOutputs = Arc::new(move |shadow_version: u64, outputs: &[Tensor]| {
                 monitor.observe(&snapshot, &name, shadow_version, Role::Shadow, None, outputs);
             });
-            self.shadows.mirror(m, &answer.inputs, &answer.outputs, shadow_timeout, &on_outputs);
+            self.shadows.mirror(m, &answer.inputs, &answer.outputs, shadow_timeout, role, &on_outputs);
         }
         if role == Role::Candidate {
             self.compare_with_primary(snapshot, m, target, answer, shadow_timeout);
@@ -157,9 +157,20 @@ impl Inference {
         let Some(primary) = m.primary().cloned() else { return };
         let output = config.monitor.as_ref().map(|mc| mc.output.clone());
         let (monitor, name, candidate) = (self.monitor.clone(), m.name.clone(), target.version.version);
-        self.shadows.compare(m, primary, &answer.inputs, &answer.outputs, output, timeout, move |agreed| {
-            monitor.record_comparison(&name, candidate, agreed);
+        let started = self.shadows.compare(m, primary, &answer.inputs, &answer.outputs, output, timeout, {
+            let name = name.clone();
+            move |agreed| {
+                telemetry::count_rollout_comparison(
+                    &name,
+                    candidate,
+                    if agreed { "agree" } else { "disagree" },
+                );
+                monitor.record_comparison(&name, candidate, agreed);
+            }
         });
+        if !started {
+            telemetry::count_rollout_comparison(&name, candidate, "dropped");
+        }
     }
 
     /// Records the request's outcome and duration under its version and role (and in the

@@ -143,12 +143,23 @@ pub struct MonitorConfig {
     pub range: (f64, f64),
     /// A single score at or above this is class 1 (for one-score outputs).
     pub threshold: f64,
+    /// For class-score outputs, which score a row contributes to the value histogram and drift.
+    pub score: ScoreOf,
     /// The class that counts as "positive" for binary feedback (tp/fp/tn/fn).
     pub positive_class: u64,
     /// Integer class outputs: classes at or above this are counted as "other".
     pub max_classes: u64,
     pub feedback_ttl: Duration,
     pub feedback_capacity: usize,
+}
+
+/// Which score a class-score row contributes (`monitor.score`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScoreOf {
+    /// The top class's score (the default): how confident the model is.
+    Top,
+    /// The `positive_class` score: which way a binary classifier's decisions move.
+    PositiveClass,
 }
 
 /// Progressive delivery of the model's single candidate (`[models.X.rollout]`).

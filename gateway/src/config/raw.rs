@@ -61,6 +61,7 @@ pub struct RawMonitor {
     pub baseline: Option<String>,
     pub range: Option<Vec<f64>>,
     pub threshold: Option<f64>,
+    pub score: Option<String>,
     pub positive_class: Option<u64>,
     pub max_classes: Option<u64>,
     pub feedback_ttl_s: Option<u64>,

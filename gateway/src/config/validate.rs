@@ -270,8 +270,20 @@ fn monitor(c: &mut Checker, model_path: &str, m: &RawMonitor) -> Option<MonitorC
     if !threshold.is_finite() {
         c.problem(format!("{path}.threshold"), "must be a finite number");
     }
+    let score = match m.score.as_deref() {
+        None | Some("top") => ScoreOf::Top,
+        Some("positive_class") => ScoreOf::PositiveClass,
+        Some(other) => {
+            c.problem(
+                format!("{path}.score"),
+                format!("must be \"top\" or \"positive_class\", got {other:?}"),
+            );
+            ScoreOf::Top
+        }
+    };
     Some(MonitorConfig {
         output,
+        score,
         baseline,
         range,
         threshold,

@@ -121,7 +121,10 @@ impl Monitor {
                 config,
             };
             self.take_window(&m.name, rollout.candidate);
-            tracing::info!(model = %m.name, candidate = rollout.candidate, weight, "rollout started");
+            telemetry::register_rollout_events(&m.name);
+            telemetry::count_rollout_event(&m.name, "start");
+            publish_state(&m.name, &rollout);
+            tracing::info!(model = m.name.as_str(), candidate = rollout.candidate, weight, "rollout started");
             registry.reroute(&m.name, Some(rollout.route()));
             rollouts.insert(m.name.clone(), rollout);
         }
@@ -179,6 +182,7 @@ impl Monitor {
             }
         }
         r.last = Some((SystemTime::now(), analysis));
+        publish_state(model, r);
         registry.reroute(model, Some(r.route()));
     }
 
@@ -206,6 +210,7 @@ impl Monitor {
         r.state = state;
         r.weight = if state == RolloutState::Promoted { 100.0 } else { 0.0 };
         telemetry::count_rollout_event(model, name);
+        publish_state(model, r);
         tracing::info!(model, candidate = r.candidate, weight = r.weight, "rollout {name} by the operator");
         registry.reroute(model, Some(r.route()));
         Ok(self.describe(model, r))
@@ -240,18 +245,25 @@ impl Monitor {
     }
 }
 
+fn publish_state(model: &str, r: &Rollout) {
+    let state =
+        serde_json::to_value(r.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    telemetry::rollout_state(model, r.candidate, &state, r.step);
+}
+
 fn event(model: &str, r: &Rollout, name: &str, a: &Analysis) {
     telemetry::count_rollout_event(model, name);
+    let shown = |v: Option<f64>| v.map_or_else(|| "none".to_string(), |v| format!("{v:.4}"));
     tracing::info!(
         model,
         candidate = r.candidate,
         event = name,
         weight = r.weight,
         requests = a.requests,
-        error_rate = ?a.error_rate,
-        p99_latency_ms = ?a.p99_latency_ms,
-        shadow_disagreement = ?a.shadow_disagreement,
-        false_positive_rate = ?a.false_positive_rate,
+        error_rate = %shown(a.error_rate),
+        p99_latency_ms = %shown(a.p99_latency_ms),
+        shadow_disagreement = %shown(a.shadow_disagreement),
+        false_positive_rate = %shown(a.false_positive_rate),
         labelled_negatives = a.labelled_negatives,
         reasons = %a.reasons.join("; "),
         "rollout {name}"

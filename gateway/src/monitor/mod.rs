@@ -39,12 +39,17 @@ struct Watch {
     drift: Mutex<drift::Window>,
     /// Registered only once the window holds `MIN_WINDOW` predictions.
     psi: OnceLock<Gauge>,
+    /// Rows recorded; PSI is recomputed every `PSI_EVERY` of them.
+    seen: std::sync::atomic::AtomicU64,
     window: Mutex<WindowStats>,
 }
 
+/// A version's PSI is recomputed every this many predictions (cheap, but not per request).
+const PSI_EVERY: u64 = 64;
+
 #[derive(Default)]
 pub struct Monitor {
-    watches: RwLock<HashMap<(String, u64), Arc<Watch>>>,
+    watches: RwLock<HashMap<String, HashMap<u64, Arc<Watch>>>>,
     baselines: Mutex<HashMap<String, Baseline>>,
     stores: RwLock<HashMap<String, Arc<feedback::Store>>>,
     rollouts: Mutex<HashMap<String, controller::Rollout>>,
@@ -52,12 +57,14 @@ pub struct Monitor {
 
 impl Monitor {
     fn watch(&self, model: &str, version: u64) -> Arc<Watch> {
-        let key = (model.to_string(), version);
-        if let Some(w) = self.watches.read().ok().and_then(|m| m.get(&key).cloned()) {
+        let found =
+            self.watches.read().ok().and_then(|m| m.get(model).and_then(|v| v.get(&version)).cloned());
+        if let Some(w) = found {
             return w;
         }
         let Ok(mut map) = self.watches.write() else { return Arc::new(Watch::new(model, version)) };
-        map.entry(key).or_insert_with(|| Arc::new(Watch::new(model, version))).clone()
+        let versions = map.entry(model.to_string()).or_default();
+        versions.entry(version).or_insert_with(|| Arc::new(Watch::new(model, version))).clone()
     }
 
     fn store(&self, model: &str, cfg: &MonitorConfig) -> Option<Arc<feedback::Store>> {
@@ -85,12 +92,17 @@ impl Monitor {
         let Some(cfg) = snapshot.config.models.get(model).and_then(|m| m.monitor.as_ref()) else { return };
         let Some(output) = outputs.iter().find(|t| t.name == cfg.output) else { return };
         let rows = rows(output, cfg);
-        let watch = self.watch(model, version);
-        watch.record(&rows, cfg);
-        if role == Role::Primary {
-            self.capture_baseline(model, cfg, &rows);
+        // Pinned calls are someone choosing a version on purpose (a comparison, an oracle):
+        // they would skew what the version's routed traffic predicts. Their labels still join.
+        if role != Role::Pinned {
+            let watch = self.watch(model, version);
+            if watch.record(&rows, cfg) {
+                self.update_psi(&watch, model, cfg);
+            }
+            if role == Role::Primary {
+                self.capture_baseline(model, cfg, &rows);
+            }
         }
-        self.update_psi(&watch, model, cfg);
         if let (Some(id), true) = (request_id, role != Role::Shadow)
             && let Some(store) = self.store(model, cfg)
         {
@@ -282,15 +294,20 @@ impl Watch {
         Watch {
             model: model.to_string(),
             version,
-            value: telemetry::prediction_value(model, version),
+            value: {
+                telemetry::register_feedback(model, version);
+                telemetry::prediction_value(model, version)
+            },
             classes: Mutex::new(HashMap::new()),
             drift: Mutex::new(drift::Window::default()),
             psi: OnceLock::new(),
+            seen: std::sync::atomic::AtomicU64::new(0),
             window: Mutex::new(WindowStats::default()),
         }
     }
 
-    fn record(&self, rows: &[Row], cfg: &MonitorConfig) {
+    /// Records the rows; true when the PSI is due for recomputation.
+    fn record(&self, rows: &[Row], cfg: &MonitorConfig) -> bool {
         for r in rows {
             if r.score.is_finite() {
                 self.value.record(r.score);
@@ -315,5 +332,7 @@ impl Watch {
                 window.push(b);
             }
         }
+        let before = self.seen.fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        before / PSI_EVERY != (before + rows.len() as u64) / PSI_EVERY || before < drift::MIN_WINDOW as u64
     }
 }

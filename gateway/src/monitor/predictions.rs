@@ -3,7 +3,7 @@
 //!
 //! | monitored output | score (`gateway_prediction_value`, drift) | class (`gateway_prediction_class_total`) |
 //! | --- | --- | --- |
-//! | float `[batch, classes]`, classes ≥ 2 | the top class's score | the argmax (0..classes) |
+//! | float `[batch, classes]`, classes ≥ 2 | the top class's score (or, with `score = "positive_class"`, that class's) | the argmax (0..classes) |
 //! | float `[batch]` or `[batch, 1]` | the value | 1 when value ≥ `threshold`, else 0 |
 //! | integer or bool `[batch]` or `[batch, 1]` | the value | the value, or `other` at ≥ `max_classes` |
 //! | anything else numeric | every element | none |
@@ -11,7 +11,7 @@
 //! Class label values are therefore bounded by the output's width (or `max_classes`), never
 //! taken from a request.
 
-use crate::config::MonitorConfig;
+use crate::config::{MonitorConfig, ScoreOf};
 use crate::shadow::argmax;
 use crate::tensor::Tensor;
 
@@ -32,7 +32,11 @@ pub fn rows(t: &Tensor, cfg: &MonitorConfig) -> Vec<Row> {
             .chunks(width)
             .map(|row| {
                 let best = argmax(row);
-                let score = best.and_then(|i| row.get(i)).copied().unwrap_or(f64::NAN);
+                let scored = match cfg.score {
+                    ScoreOf::Top => best,
+                    ScoreOf::PositiveClass => Some(cfg.positive_class as usize),
+                };
+                let score = scored.and_then(|i| row.get(i)).copied().unwrap_or(f64::NAN);
                 Row { score, class: best.map(|i| i as u64) }
             })
             .collect();
@@ -66,6 +70,7 @@ mod tests {
             baseline: None,
             range: (0.0, 1.0),
             threshold: 0.5,
+            score: ScoreOf::Top,
             positive_class: 1,
             max_classes: 10,
             feedback_ttl: std::time::Duration::from_secs(60),
@@ -83,6 +88,15 @@ mod tests {
         let r = rows(&t, &cfg());
         assert_eq!(r.iter().map(|r| r.class).collect::<Vec<_>>(), vec![Some(1), Some(0)]);
         assert!((r[0].score - 0.7).abs() < 1e-6 && (r[1].score - 0.5).abs() < 1e-6);
+    }
+
+    #[test]
+    fn positive_class_scoring_follows_that_class() {
+        let t =
+            Tensor { name: "p".into(), shape: vec![2, 2], data: TensorData::F32(vec![0.9, 0.1, 0.3, 0.7]) };
+        let c = MonitorConfig { score: ScoreOf::PositiveClass, ..cfg() };
+        let scores: Vec<f64> = rows(&t, &c).iter().map(|r| (r.score * 10.0).round() / 10.0).collect();
+        assert_eq!(scores, vec![0.1, 0.7]);
     }
 
     #[test]

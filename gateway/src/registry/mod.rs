@@ -169,6 +169,9 @@ fn mark_loaded(previous: Option<&ServingSnapshot>, next: &ServingSnapshot) {
     for v in next.versions() {
         v.metrics.loaded.set(1.0);
     }
+    for m in next.models.values() {
+        telemetry::model_ready(&m.name, m.is_ready());
+    }
     for (model, version, role, percent) in next_weights {
         telemetry::route_weight(&model, version, role, percent);
     }

@@ -35,6 +35,7 @@ impl Shadows {
         inputs: &Arc<Vec<Tensor>>,
         answer: &Arc<Vec<Tensor>>,
         timeout: Duration,
+        answered_by: Role,
         on_outputs: &OnOutputs,
     ) {
         for version in model.routing.sample_shadows(fastrand::f64) {
@@ -46,7 +47,9 @@ impl Shadows {
             let (inputs, answer, on_outputs) = (inputs.clone(), answer.clone(), on_outputs.clone());
             let guard = self.tasks.enter();
             tokio::spawn(async move {
-                if let Some(outputs) = run_one(&shadow, inputs, &answer, Instant::now() + timeout).await {
+                if let Some(outputs) =
+                    run_one(&shadow, inputs, &answer, answered_by, Instant::now() + timeout).await
+                {
                     on_outputs(shadow.version, &outputs);
                 }
                 drop(permit);
@@ -56,8 +59,9 @@ impl Shadows {
     }
 
     /// Runs a copy on `reference` (within `model`'s shadow budget) and reports whether its
-    /// `output` (every output, for `None`) agrees with `answer`. Nothing is reported when the
-    /// copy is dropped or fails. Rollouts use it to compare a candidate with its primary.
+    /// `output` (every output, for `None`) agrees with `answer`; false when the budget was full
+    /// and nothing ran. Nothing is reported when the copy fails. Rollouts use it to compare a
+    /// candidate with its primary.
     #[allow(clippy::too_many_arguments)]
     pub fn compare(
         &self,
@@ -68,8 +72,8 @@ impl Shadows {
         output: Option<String>,
         timeout: Duration,
         on_result: impl FnOnce(bool) + Send + 'static,
-    ) {
-        let Ok(permit) = model.shadow_budget.clone().try_acquire_owned() else { return };
+    ) -> bool {
+        let Ok(permit) = model.shadow_budget.clone().try_acquire_owned() else { return false };
         let (inputs, answer, guard) = (inputs.clone(), answer.clone(), self.tasks.enter());
         tokio::spawn(async move {
             if let Ok(done) = reference.infer(inputs, Instant::now() + timeout).await {
@@ -82,6 +86,7 @@ impl Shadows {
             drop(permit);
             drop(guard);
         });
+        true
     }
 
     /// Resolves when no shadow request is running.
@@ -95,6 +100,7 @@ async fn run_one(
     shadow: &ServedVersion,
     inputs: Arc<Vec<Tensor>>,
     answer: &[Tensor],
+    answered_by: Role,
     deadline: Instant,
 ) -> Option<Vec<Tensor>> {
     let started = Instant::now();
@@ -108,6 +114,7 @@ async fn run_one(
                 telemetry::record_comparison(
                     &shadow.model,
                     shadow.version,
+                    answered_by,
                     &c.output,
                     c.matched,
                     &c.abs_diffs,

@@ -27,6 +27,11 @@ pub const PREDICTION_CLASS: &str = "gateway_prediction_class_total";
 pub const DRIFT_PSI: &str = "gateway_drift_psi";
 pub const FEEDBACK: &str = "gateway_feedback_total";
 pub const ROLLOUT_EVENTS: &str = "gateway_rollout_events_total";
+pub const ROLLOUT_STATE: &str = "gateway_rollout_state";
+pub const ROLLOUT_STEP: &str = "gateway_rollout_step";
+pub const ROLLOUT_COMPARISONS: &str = "gateway_rollout_comparisons_total";
+pub const MODEL_READY: &str = "gateway_model_ready";
+pub const IN_FLIGHT_LIMIT: &str = "gateway_in_flight_limit";
 
 const SECONDS_BUCKETS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -100,6 +105,14 @@ fn describe() {
     metrics::describe_gauge!(DRIFT_PSI, "Population stability index of recent scores against the baseline");
     metrics::describe_counter!(FEEDBACK, "Delayed labels joined to predictions, by result");
     metrics::describe_counter!(ROLLOUT_EVENTS, "Rollout state changes, by event");
+    metrics::describe_gauge!(ROLLOUT_STATE, "1 for a rollout's current state, 0 for the others");
+    metrics::describe_gauge!(ROLLOUT_STEP, "Index of a rollout's current step");
+    metrics::describe_counter!(
+        ROLLOUT_COMPARISONS,
+        "Candidate answers compared with the primary's during a rollout"
+    );
+    metrics::describe_gauge!(MODEL_READY, "1 when a configured model serves, 0 when it failed to load");
+    metrics::describe_gauge!(IN_FLIGHT_LIMIT, "server.max_in_flight");
 }
 
 /// Why a version answered a request.
@@ -253,10 +266,19 @@ pub fn count_shadow(model: &str, version: u64, outcome: ShadowOutcome) {
 }
 
 /// Records one output's comparison: its verdict and every element's absolute difference.
-pub fn record_comparison(model: &str, version: u64, output: &str, matched: bool, abs_diffs: &[f64]) {
+/// `answer` is the role of the version whose answer the shadow was compared with.
+pub fn record_comparison(
+    model: &str,
+    version: u64,
+    answer: Role,
+    output: &str,
+    matched: bool,
+    abs_diffs: &[f64],
+) {
     let labels =
         [("model", model.to_string()), ("version", version.to_string()), ("output", output.to_string())];
     let mut with_result = labels.to_vec();
+    with_result.push(("answer", answer.as_str().to_string()));
     with_result.push(("result", if matched { "match" } else { "mismatch" }.to_string()));
     metrics::counter!(SHADOW_COMPARISONS, &with_result).increment(1);
     let histogram = metrics::histogram!(SHADOW_ABS_DIFF, &labels);
@@ -269,6 +291,13 @@ pub fn record_comparison(model: &str, version: u64, output: &str, matched: bool,
 pub fn route_weight(model: &str, version: u64, role: Role, percent: f64) {
     metrics::gauge!(ROUTE_WEIGHT, "model" => model.to_string(), "version" => version.to_string(), "role" => role.as_str())
         .set(percent);
+}
+
+/// Registers both reload outcomes at 0, so the first reload is an increase Prometheus sees.
+pub fn register_reloads() {
+    for outcome in ["applied", "rejected"] {
+        metrics::counter!(CONFIG_RELOADS, "outcome" => outcome).increment(0);
+    }
 }
 
 pub fn count_reload(applied: bool) {
@@ -297,6 +326,49 @@ pub fn count_feedback(model: Option<&str>, version: Option<u64>, result: &'stati
         labels.push(("version", v.to_string()));
     }
     metrics::counter!(FEEDBACK, &labels).increment(1);
+}
+
+pub const ROLLOUT_EVENT_NAMES: [&str; 6] =
+    ["start", "step", "promote", "rollback", "insufficient_data", "abort"];
+
+/// Registers a model's rollout event counters at 0 (so `increase()` sees the first event).
+pub fn register_rollout_events(model: &str) {
+    for event in ROLLOUT_EVENT_NAMES {
+        metrics::counter!(ROLLOUT_EVENTS, "model" => model.to_string(), "event" => event).increment(0);
+    }
+}
+
+/// Registers a monitored version's feedback counters at 0.
+pub fn register_feedback(model: &str, version: u64) {
+    for result in ["tp", "fp", "tn", "fn", "correct", "incorrect"] {
+        metrics::counter!(FEEDBACK, "result" => result, "model" => model.to_string(), "version" => version.to_string())
+            .increment(0);
+    }
+}
+
+/// `gateway_rollout_state{model, candidate, state}`: 1 for the current state, 0 for the others;
+/// `gateway_rollout_step{model}`: the index of the current step.
+pub fn rollout_state(model: &str, candidate: u64, state: &str, step: usize) {
+    for s in ["progressing", "insufficient_data", "rolled_back", "promoted", "aborted"] {
+        metrics::gauge!(ROLLOUT_STATE, "model" => model.to_string(), "candidate" => candidate.to_string(), "state" => s)
+            .set(if s == state { 1.0 } else { 0.0 });
+    }
+    metrics::gauge!(ROLLOUT_STEP, "model" => model.to_string()).set(step as f64);
+}
+
+/// A candidate-vs-primary comparison during a rollout: agree, disagree, or dropped (budget full).
+pub fn count_rollout_comparison(model: &str, candidate: u64, result: &'static str) {
+    metrics::counter!(ROLLOUT_COMPARISONS, "model" => model.to_string(), "version" => candidate.to_string(), "result" => result)
+        .increment(1);
+}
+
+/// `gateway_model_ready{model}`: 1 when the model serves, 0 when it failed to load.
+pub fn model_ready(model: &str, ready: bool) {
+    metrics::gauge!(MODEL_READY, "model" => model.to_string()).set(if ready { 1.0 } else { 0.0 });
+}
+
+pub fn in_flight_limit(limit: usize) {
+    metrics::gauge!(IN_FLIGHT_LIMIT).set(limit as f64);
 }
 
 pub fn count_rollout_event(model: &str, event: &str) {
