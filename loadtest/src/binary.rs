@@ -42,10 +42,7 @@ fn float(value: &Value) -> Option<f64> {
 }
 
 fn push_int(out: &mut Vec<u8>, datatype: &str, value: &Value) -> Option<()> {
-    let i = value
-        .as_i64()
-        .map(i128::from)
-        .or(value.as_u64().map(i128::from))?;
+    let i = value.as_i64().map(i128::from).or(value.as_u64().map(i128::from))?;
     match datatype {
         "UINT8" => out.extend_from_slice(&u8::try_from(i).ok()?.to_le_bytes()),
         "UINT16" => out.extend_from_slice(&u16::try_from(i).ok()?.to_le_bytes()),
@@ -78,10 +75,7 @@ mod tests {
 
     #[test]
     fn bytes_are_length_prefixed() {
-        assert_eq!(
-            encode("BYTES", &[json!("ab")]).unwrap(),
-            vec![2, 0, 0, 0, b'a', b'b']
-        );
+        assert_eq!(encode("BYTES", &[json!("ab")]).unwrap(), vec![2, 0, 0, 0, b'a', b'b']);
     }
 
     #[test]

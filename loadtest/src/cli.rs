@@ -149,13 +149,10 @@ impl Args {
 /// Parses `250ms`, `10s`, `2m`, `1h`, `1.5s`, or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (e.g. 10s, 500ms, 2m)"))?;
+    let value: f64 =
+        number.parse().map_err(|_| format!("{text:?} is not a duration (e.g. 10s, 500ms, 2m)"))?;
     let seconds = match unit.trim() {
         "" | "s" => value,
         "ms" => value / 1e3,
@@ -169,9 +166,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Parses `name:value` (spaces around the value trimmed).
 pub fn parse_header(text: &str) -> Result<(String, String), String> {
-    let (name, value) = text
-        .split_once(':')
-        .ok_or_else(|| format!("header {text:?} must be name:value"))?;
+    let (name, value) = text.split_once(':').ok_or_else(|| format!("header {text:?} must be name:value"))?;
     let name = name.trim();
     if name.is_empty() {
         return Err(format!("header {text:?} has an empty name"));
@@ -195,10 +190,7 @@ mod tests {
 
     #[test]
     fn headers() {
-        assert_eq!(
-            parse_header("x-user-id: 42").unwrap(),
-            ("x-user-id".to_string(), "42".to_string())
-        );
+        assert_eq!(parse_header("x-user-id: 42").unwrap(), ("x-user-id".to_string(), "42".to_string()));
         assert!(parse_header("novalue").is_err());
         assert!(parse_header(":v").is_err());
     }

@@ -34,12 +34,8 @@ pub enum Sender {
 /// connection's driver for the caller to poll; HTTP/2 spawns it on the current runtime (it ends
 /// when every sender is dropped).
 pub async fn connect(addr: SocketAddr, http2: bool) -> Result<(Sender, Option<Driver>), String> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-    stream
-        .set_nodelay(true)
-        .map_err(|e| format!("set_nodelay: {e}"))?;
+    let stream = TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| format!("set_nodelay: {e}"))?;
     let io = TokioIo::new(stream);
     if http2 {
         let (sender, conn) = http2::handshake(TokioExecutor::new(), io)
@@ -48,9 +44,7 @@ pub async fn connect(addr: SocketAddr, http2: bool) -> Result<(Sender, Option<Dr
         tokio::spawn(conn);
         Ok((Sender::H2(sender), None))
     } else {
-        let (sender, conn) = http1::handshake(io)
-            .await
-            .map_err(|e| format!("handshake with {addr}: {e}"))?;
+        let (sender, conn) = http1::handshake(io).await.map_err(|e| format!("handshake with {addr}: {e}"))?;
         Ok((Sender::H1(sender), Some(Box::pin(conn))))
     }
 }
@@ -82,30 +76,20 @@ impl Sender {
 /// Reads the whole response and classifies it.
 pub async fn read_outcome(response: Response<Incoming>) -> Result<Outcome, hyper::Error> {
     let status = response.status();
-    let header_version = response
-        .headers()
-        .get("x-model-version")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let header_version =
+        response.headers().get("x-model-version").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let mut body = response.into_body();
     if status.is_success() && header_version.is_some() {
         while let Some(frame) = body.frame().await {
             frame?;
         }
-        return Ok(Outcome::Ok {
-            version: header_version,
-        });
+        return Ok(Outcome::Ok { version: header_version });
     }
     let bytes = body.collect().await?.to_bytes();
     Ok(if status.is_success() {
-        Outcome::Ok {
-            version: scan_version(&bytes),
-        }
+        Outcome::Ok { version: scan_version(&bytes) }
     } else {
-        Outcome::Failed {
-            status: status.as_u16(),
-            error: error_text(status, &bytes),
-        }
+        Outcome::Failed { status: status.as_u16(), error: error_text(status, &bytes) }
     })
 }
 
@@ -113,10 +97,7 @@ pub async fn read_outcome(response: Response<Incoming>) -> Result<Outcome, hyper
 pub fn scan_version(body: &[u8]) -> Option<String> {
     const KEY: &[u8] = b"\"model_version\"";
     let at = body.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
-    let rest = body[at..]
-        .trim_ascii_start()
-        .strip_prefix(b":")?
-        .trim_ascii_start();
+    let rest = body[at..].trim_ascii_start().strip_prefix(b":")?.trim_ascii_start();
     let rest = rest.strip_prefix(b"\"")?;
     let end = rest.iter().position(|&b| b == b'"')?;
     std::str::from_utf8(&rest[..end]).ok().map(str::to_owned)
@@ -138,9 +119,7 @@ pub fn error_text(status: http::StatusCode, body: &[u8]) -> String {
 
 /// `GET path` on a fresh connection: the status and body.
 pub async fn get(addr: SocketAddr, authority: &str, path: &str) -> Result<(u16, Bytes), String> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let stream = TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
     let (mut sender, conn) = http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
         .await
         .map_err(|e| format!("handshake with {addr}: {e}"))?;
@@ -149,16 +128,9 @@ pub async fn get(addr: SocketAddr, authority: &str, path: &str) -> Result<(u16, 
         .header(http::header::HOST, authority)
         .body(Empty::new())
         .map_err(|e| format!("GET {path}: {e}"))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| format!("GET {path}: {e}"))?;
+    let response = sender.send_request(request).await.map_err(|e| format!("GET {path}: {e}"))?;
     let status = response.status().as_u16();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("GET {path}: {e}"))?;
+    let body = response.into_body().collect().await.map_err(|e| format!("GET {path}: {e}"))?;
     Ok((status, body.to_bytes()))
 }
 
@@ -179,13 +151,7 @@ mod tests {
     fn error_texts() {
         let e = error_text(StatusCode::UNPROCESSABLE_ENTITY, br#"{"error":"bad shape"}"#);
         assert_eq!(e, "bad shape");
-        assert_eq!(
-            error_text(StatusCode::BAD_GATEWAY, b"upstream down\n"),
-            "upstream down"
-        );
-        assert_eq!(
-            error_text(StatusCode::SERVICE_UNAVAILABLE, b""),
-            "Service Unavailable"
-        );
+        assert_eq!(error_text(StatusCode::BAD_GATEWAY, b"upstream down\n"), "upstream down");
+        assert_eq!(error_text(StatusCode::SERVICE_UNAVAILABLE, b""), "Service Unavailable");
     }
 }

@@ -29,11 +29,7 @@ pub struct Conn {
 
 impl Conn {
     pub fn new((sender, driver): (Sender, Option<Driver>), timeout: Duration) -> Self {
-        Self {
-            sender: Some(sender),
-            driver,
-            watchdog: Box::pin(tokio::time::sleep(timeout)),
-        }
+        Self { sender: Some(sender), driver, watchdog: Box::pin(tokio::time::sleep(timeout)) }
     }
 
     /// Whether the connection can take a request (an HTTP/1.1 one whose driver ended cannot).
@@ -62,16 +58,10 @@ pub async fn exchange(conn: &mut Conn, plan: &Plan, rng: &mut fastrand::Rng) -> 
         && let Err(e) = conn.reconnect(plan).await
     {
         tokio::time::sleep(RECONNECT_PAUSE).await;
-        return Outcome::Failed {
-            status: 0,
-            error: truncate(&e),
-        };
+        return Outcome::Failed { status: 0, error: truncate(&e) };
     }
     let Some(sender) = &mut conn.sender else {
-        return Outcome::Failed {
-            status: 0,
-            error: "no connection".into(),
-        };
+        return Outcome::Failed { status: 0, error: "no connection".into() };
     };
     let request = plan.template.build(rng);
     let deadline = Instant::now() + plan.timeout;
@@ -85,10 +75,7 @@ pub async fn exchange(conn: &mut Conn, plan: &Plan, rng: &mut fastrand::Rng) -> 
         None => format!("timed out after {:?}", plan.timeout),
     };
     conn.sender = None;
-    Outcome::Failed {
-        status: 0,
-        error: truncate(&error),
-    }
+    Outcome::Failed { status: 0, error: truncate(&error) }
 }
 
 /// Runs `call` to completion while polling the connection's `driver`, or gives up (`None`) at
@@ -153,9 +140,6 @@ mod tests {
         assert_eq!(within(&mut watchdog, &mut driver, deadline, never).await, None);
         assert!(started.elapsed() >= Duration::from_millis(30));
         let far = Instant::now() + Duration::from_secs(5);
-        assert_eq!(
-            within(&mut watchdog, &mut driver, far, async { 7 }).await,
-            Some(7)
-        );
+        assert_eq!(within(&mut watchdog, &mut driver, far, async { 7 }).await, Some(7));
     }
 }

@@ -56,10 +56,7 @@ fn build_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     if threads <= 1 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()
     } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()
+        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()
     }
 }
 
@@ -68,14 +65,8 @@ async fn app(args: Args) -> Result<(), String> {
     let payload = prepare_payload(&args, &target).await?;
     let uri = target.uri(&target.infer_path(&args.model, args.version), args.http2)?;
     let sticky = args.sticky_header.as_deref().map(|h| (h, args.users));
-    let template = request::Template::new(
-        uri,
-        &target.authority,
-        args.http2,
-        &payload,
-        &args.headers,
-        sticky,
-    )?;
+    let template =
+        request::Template::new(uri, &target.authority, args.http2, &payload, &args.headers, sticky)?;
     let plan = run::Plan {
         addr: target.addr,
         http2: args.http2,
@@ -93,12 +84,7 @@ async fn app(args: Args) -> Result<(), String> {
         threads: args.threads,
     };
     let finished = run::run(Arc::new(plan)).await?;
-    let report = Report::new(
-        setup(&args, &payload),
-        &finished.stats,
-        finished.elapsed,
-        finished.open_loop,
-    );
+    let report = Report::new(setup(&args, &payload), &finished.stats, finished.elapsed, finished.open_loop);
     if args.json {
         println!("{}", report.to_json());
     } else {
@@ -117,11 +103,7 @@ fn setup(args: &Args, payload: &Payload) -> Setup {
         mode: if args.rate.is_some() { "open" } else { "closed" },
         connections: args.connections,
         batch_rows: payload.rows,
-        encoding: if payload.json_length.is_some() {
-            "binary"
-        } else {
-            "JSON"
-        },
+        encoding: if payload.json_length.is_some() { "binary" } else { "JSON" },
         protocol: if args.http2 { "HTTP/2" } else { "HTTP/1.1" },
     }
 }

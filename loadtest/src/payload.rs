@@ -46,11 +46,7 @@ pub struct Payload {
 
 impl Payload {
     pub fn content_type(&self) -> &'static str {
-        if self.json_length.is_some() {
-            "application/octet-stream"
-        } else {
-            "application/json"
-        }
+        if self.json_length.is_some() { "application/octet-stream" } else { "application/json" }
     }
 }
 
@@ -78,15 +74,9 @@ pub fn generate(meta: &ModelMeta, batch: usize, seed: u64) -> Result<Vec<Tensor>
         .map(|input| {
             let shape = resolve_shape(&input.shape, batch);
             let count: usize = shape.iter().product();
-            let data = (0..count)
-                .map(|_| random_value(&input.datatype, &mut rng))
-                .collect::<Result<_, _>>()?;
-            Ok(Tensor {
-                name: input.name.clone(),
-                datatype: input.datatype.clone(),
-                shape,
-                data,
-            })
+            let data =
+                (0..count).map(|_| random_value(&input.datatype, &mut rng)).collect::<Result<_, _>>()?;
+            Ok(Tensor { name: input.name.clone(), datatype: input.datatype.clone(), shape, data })
         })
         .collect()
 }
@@ -106,19 +96,15 @@ fn random_value(datatype: &str, rng: &mut fastrand::Rng) -> Result<Value, String
 
 /// Reads the tensors of a JSON infer request (data flat or nested).
 pub fn tensors_from_request(request: &Value) -> Result<Vec<Tensor>, String> {
-    let inputs = request
-        .get("inputs")
-        .and_then(Value::as_array)
-        .ok_or("the payload has no \"inputs\" array")?;
+    let inputs =
+        request.get("inputs").and_then(Value::as_array).ok_or("the payload has no \"inputs\" array")?;
     inputs.iter().map(tensor_from_input).collect()
 }
 
 fn tensor_from_input(input: &Value) -> Result<Tensor, String> {
     let field = |key: &str| input.get(key).ok_or(format!("an input lacks \"{key}\""));
     let name = field("name")?.as_str().ok_or("an input's name is not a string")?;
-    let datatype = field("datatype")?
-        .as_str()
-        .ok_or("an input's datatype is not a string")?;
+    let datatype = field("datatype")?.as_str().ok_or("an input's datatype is not a string")?;
     let shape = field("shape")?
         .as_array()
         .ok_or("an input's shape is not an array")?
@@ -128,12 +114,7 @@ fn tensor_from_input(input: &Value) -> Result<Tensor, String> {
         .ok_or(format!("input {name}: shape must hold non-negative integers"))?;
     let mut data = Vec::new();
     flatten(field("data")?, &mut data);
-    Ok(Tensor {
-        name: name.into(),
-        datatype: datatype.into(),
-        shape,
-        data,
-    })
+    Ok(Tensor { name: name.into(), datatype: datatype.into(), shape, data })
 }
 
 fn flatten(value: &Value, out: &mut Vec<Value>) {
@@ -145,10 +126,7 @@ fn flatten(value: &Value, out: &mut Vec<Value>) {
 
 /// Rows in a request: dimension 0 of the first input (1 for a 0-d tensor).
 pub fn rows_of(tensors: &[Tensor]) -> usize {
-    tensors
-        .first()
-        .and_then(|t| t.shape.first().copied())
-        .unwrap_or(1)
+    tensors.first().and_then(|t| t.shape.first().copied()).unwrap_or(1)
 }
 
 /// A plain JSON infer request.
@@ -158,11 +136,7 @@ pub fn encode_json(tensors: &[Tensor]) -> Payload {
         .map(|t| json!({"name": t.name, "datatype": t.datatype, "shape": t.shape, "data": t.data}))
         .collect();
     let body = json!({ "inputs": inputs }).to_string();
-    Payload {
-        body: Bytes::from(body),
-        json_length: None,
-        rows: rows_of(tensors),
-    }
+    Payload { body: Bytes::from(body), json_length: None, rows: rows_of(tensors) }
 }
 
 /// A binary-extension request: the JSON header (inputs with `binary_data_size`, binary outputs
@@ -181,20 +155,12 @@ pub fn encode_binary(tensors: &[Tensor]) -> Result<Payload, String> {
     let header = json!({ "inputs": inputs, "parameters": {"binary_data_output": true} }).to_string();
     let mut body = header.clone().into_bytes();
     parts.iter().for_each(|p| body.extend_from_slice(p));
-    Ok(Payload {
-        body: Bytes::from(body),
-        json_length: Some(header.len()),
-        rows: rows_of(tensors),
-    })
+    Ok(Payload { body: Bytes::from(body), json_length: Some(header.len()), rows: rows_of(tensors) })
 }
 
 /// Encodes the tensors as asked.
 pub fn encode(tensors: &[Tensor], binary: bool) -> Result<Payload, String> {
-    if binary {
-        encode_binary(tensors)
-    } else {
-        Ok(encode_json(tensors))
-    }
+    if binary { encode_binary(tensors) } else { Ok(encode_json(tensors)) }
 }
 
 #[cfg(test)]

@@ -32,11 +32,7 @@ pub fn clear() {
 }
 
 fn line(shared: &Shared, now: Instant, done: u64, last_second: u64) -> String {
-    let phase = if now < shared.measure_start {
-        "warmup"
-    } else {
-        "run"
-    };
+    let phase = if now < shared.measure_start { "warmup" } else { "run" };
     let elapsed = now.saturating_duration_since(shared.start).as_secs_f64();
     let errors = shared.live.errors.load(Ordering::Relaxed);
     let mut text = format!("[{elapsed:6.1}s {phase}] {done} done, {last_second} req/s, {errors} errors");

@@ -127,11 +127,8 @@ impl Report {
             "  requests    {} in {:.2} s (ok {}, errors {})",
             self.requests, self.elapsed_s, self.ok, self.errors
         );
-        let _ = writeln!(
-            out,
-            "  throughput  {:.1} req/s, {:.1} rows/s",
-            self.throughput_rps, self.rows_per_s
-        );
+        let _ =
+            writeln!(out, "  throughput  {:.1} req/s, {:.1} rows/s", self.throughput_rps, self.rows_per_s);
         let l = &self.latency_us;
         let _ = writeln!(
             out,
@@ -141,13 +138,7 @@ impl Report {
         self.write_open_loop(&mut out);
         self.write_versions(&mut out);
         for e in &self.errors_by_kind {
-            let _ = writeln!(
-                out,
-                "  error       {} x {}: {}",
-                e.count,
-                status_text(e.status),
-                e.error
-            );
+            let _ = writeln!(out, "  error       {} x {}: {}", e.count, status_text(e.status), e.error);
         }
         out
     }
@@ -176,11 +167,7 @@ impl Report {
 }
 
 fn status_text(status: u16) -> String {
-    if status == 0 {
-        "transport".into()
-    } else {
-        status.to_string()
-    }
+    if status == 0 { "transport".into() } else { status.to_string() }
 }
 
 #[cfg(test)]
@@ -204,20 +191,9 @@ mod tests {
     fn numbers_and_both_formats() {
         let mut s = Stats::new().unwrap();
         for us in 1..=1000 {
-            s.record(
-                Duration::from_micros(us),
-                Outcome::Ok {
-                    version: Some("1".into()),
-                },
-            );
+            s.record(Duration::from_micros(us), Outcome::Ok { version: Some("1".into()) });
         }
-        s.record(
-            Duration::from_micros(50),
-            Outcome::Failed {
-                status: 503,
-                error: "full".into(),
-            },
-        );
+        s.record(Duration::from_micros(50), Outcome::Failed { status: 503, error: "full".into() });
         let r = Report::new(setup(), &s, Duration::from_secs(2), Some((600.0, 3, 0)));
         assert_eq!(r.requests, 1001);
         assert_eq!(r.errors, 1);

@@ -30,30 +30,17 @@ impl Template {
     ) -> Result<Self, String> {
         let mut headers = vec![(CONTENT_TYPE, HeaderValue::from_static(payload.content_type()))];
         if let Some(n) = payload.json_length {
-            headers.push((
-                HeaderName::from_static("inference-header-content-length"),
-                HeaderValue::from(n),
-            ));
+            headers.push((HeaderName::from_static("inference-header-content-length"), HeaderValue::from(n)));
         }
         for (name, value) in extra {
             headers.push((header_name(name)?, header_value(value)?));
         }
-        let host = if http2 {
-            None
-        } else {
-            Some(header_value(authority)?)
-        };
+        let host = if http2 { None } else { Some(header_value(authority)?) };
         let sticky = match sticky {
             Some((name, users)) => Some((header_name(name)?, users.max(1))),
             None => None,
         };
-        Ok(Self {
-            uri,
-            host,
-            body: payload.body.clone(),
-            headers,
-            sticky,
-        })
+        Ok(Self { uri, host, body: payload.body.clone(), headers, sticky })
     }
 
     /// A fresh request (the body is shared, not copied).
@@ -90,21 +77,10 @@ mod tests {
 
     #[test]
     fn builds_headers() {
-        let payload = Payload {
-            body: Bytes::from_static(b"{}xx"),
-            json_length: Some(2),
-            rows: 1,
-        };
+        let payload = Payload { body: Bytes::from_static(b"{}xx"), json_length: Some(2), rows: 1 };
         let extra = vec![("x-a".to_string(), "b".to_string())];
-        let t = Template::new(
-            "/p".parse().unwrap(),
-            "h:1",
-            false,
-            &payload,
-            &extra,
-            Some(("x-user-id", 10)),
-        )
-        .unwrap();
+        let t = Template::new("/p".parse().unwrap(), "h:1", false, &payload, &extra, Some(("x-user-id", 10)))
+            .unwrap();
         let r = t.build(&mut fastrand::Rng::with_seed(3));
         assert_eq!(r.method(), Method::POST);
         assert_eq!(r.headers()["host"], "h:1");

@@ -65,13 +65,8 @@ pub struct Shared {
 pub async fn run(plan: Arc<Plan>) -> Result<Finished, String> {
     let senders = connect_all(&plan).await?;
     let shared = Arc::new(shared_state(&plan, Instant::now())?);
-    let pacer = shared
-        .schedule
-        .clone()
-        .map(|s| std::thread::spawn(move || s.pace()));
-    let progress = plan
-        .progress
-        .then(|| tokio::spawn(progress::show(Arc::clone(&shared))));
+    let pacer = shared.schedule.clone().map(|s| std::thread::spawn(move || s.pace()));
+    let progress = plan.progress.then(|| tokio::spawn(progress::show(Arc::clone(&shared))));
     let workers: Vec<_> = senders
         .into_iter()
         .enumerate()
@@ -91,17 +86,9 @@ pub async fn run(plan: Arc<Plan>) -> Result<Finished, String> {
         p.join().map_err(|_| "the pacer thread panicked".to_string())?;
     }
     let open_loop = shared.schedule.as_ref().zip(plan.rate).map(|(s, rate)| {
-        (
-            rate,
-            s.max_seen_backlog.load(Ordering::Relaxed),
-            s.dropped.load(Ordering::Relaxed),
-        )
+        (rate, s.max_seen_backlog.load(Ordering::Relaxed), s.dropped.load(Ordering::Relaxed))
     });
-    Ok(Finished {
-        stats,
-        elapsed: last.saturating_duration_since(shared.measure_start),
-        open_loop,
-    })
+    Ok(Finished { stats, elapsed: last.saturating_duration_since(shared.measure_start), open_loop })
 }
 
 /// The run's clock and limits, fixed at `start`.
@@ -113,13 +100,7 @@ fn shared_state(plan: &Plan, start: Instant) -> Result<Shared, String> {
             (None, Some(n)) => warm.saturating_add(n),
             (None, None) => warm,
         };
-        Arc::new(Schedule::new(
-            start,
-            rate,
-            limit,
-            plan.max_backlog,
-            plan.connections,
-        ))
+        Arc::new(Schedule::new(start, rate, limit, plan.max_backlog, plan.connections))
     });
     let measure_start = match (&schedule, plan.rate) {
         (Some(s), Some(rate)) => s.intended(tickets_in(plan.warmup, rate)),
@@ -169,9 +150,7 @@ async fn worker(id: u64, shared: Arc<Shared>, plan: Arc<Plan>, opened: (Sender, 
         let done = Instant::now();
         shared.live.count(matches!(outcome, Outcome::Ok { .. }));
         if intended >= shared.measure_start {
-            shared
-                .stats
-                .record(id, done.saturating_duration_since(intended), outcome);
+            shared.stats.record(id, done.saturating_duration_since(intended), outcome);
             last = done;
         }
     }
@@ -241,17 +220,11 @@ mod tests {
             1 => (builder, r#"{"model_name":"m","model_version":"2","outputs":[]}"#),
             _ => (builder.header("x-model-version", "1"), r#"{"model_version":"1"}"#),
         };
-        builder
-            .body(Full::new(Bytes::from_static(body.as_bytes())))
-            .unwrap()
+        builder.body(Full::new(Bytes::from_static(body.as_bytes()))).unwrap()
     }
 
     fn plan(addr: SocketAddr) -> Plan {
-        let payload = Payload {
-            body: Bytes::from_static(b"{}"),
-            json_length: None,
-            rows: 2,
-        };
+        let payload = Payload { body: Bytes::from_static(b"{}"), json_length: None, rows: 2 };
         let uri = "/v2/models/m/infer".parse().unwrap();
         Plan {
             addr,
@@ -309,11 +282,7 @@ mod tests {
             "http://x/v2/models/m/infer".parse().unwrap(),
             "x",
             true,
-            &Payload {
-                body: Bytes::from_static(b"{}"),
-                json_length: None,
-                rows: 1,
-            },
+            &Payload { body: Bytes::from_static(b"{}"), json_length: None, rows: 1 },
             &[],
             None,
         )

@@ -87,13 +87,7 @@ impl Schedule {
             Err(_) => return Ticket::Done,
         }
         let k = self.next.fetch_add(1, Ordering::Relaxed);
-        if k < self.limit {
-            Ticket::Send {
-                intended: self.intended(k),
-            }
-        } else {
-            Ticket::Done
-        }
+        if k < self.limit { Ticket::Send { intended: self.intended(k) } } else { Ticket::Done }
     }
 
     /// Due tickets no connection has taken yet.
@@ -175,9 +169,7 @@ mod tests {
             got.push(s.take().await);
         }
         thread.join().unwrap();
-        let want = |ms| Ticket::Send {
-            intended: start + Duration::from_millis(ms),
-        };
+        let want = |ms| Ticket::Send { intended: start + Duration::from_millis(ms) };
         assert_eq!(got[..4], [want(0), want(1), want(2), want(3)]);
         assert_eq!(got[4..], [Ticket::Done, Ticket::Done]);
         assert!(start.elapsed() >= Duration::from_millis(3));

@@ -37,12 +37,7 @@ pub struct Stats {
 impl Stats {
     pub fn new() -> Result<Self, String> {
         let latency_us = Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).map_err(|e| e.to_string())?;
-        Ok(Self {
-            latency_us,
-            ok: 0,
-            errors: HashMap::new(),
-            versions: HashMap::new(),
-        })
+        Ok(Self { latency_us, ok: 0, errors: HashMap::new(), versions: HashMap::new() })
     }
 
     /// Records one completed request.
@@ -66,9 +61,7 @@ impl Stats {
 
     /// Folds `other` into `self`.
     pub fn merge(&mut self, other: &Stats) -> Result<(), String> {
-        self.latency_us
-            .add(&other.latency_us)
-            .map_err(|e| e.to_string())?;
+        self.latency_us.add(&other.latency_us).map_err(|e| e.to_string())?;
         self.ok += other.ok;
         for (k, n) in &other.errors {
             bump(&mut self.errors, k.clone(), *n);
@@ -82,11 +75,7 @@ impl Stats {
 
 /// Adds `n` to `key`, or to the `(other)` key once the map holds [`MAX_KEYS`] keys.
 fn bump<K: OtherKey>(map: &mut HashMap<K, u64>, key: K, n: u64) {
-    let key = if map.len() >= MAX_KEYS && !map.contains_key(&key) {
-        key.other()
-    } else {
-        key
-    };
+    let key = if map.len() >= MAX_KEYS && !map.contains_key(&key) { key.other() } else { key };
     *map.entry(key).or_insert(0) += n;
 }
 
@@ -123,19 +112,13 @@ pub struct Shards(Vec<Mutex<Stats>>);
 
 impl Shards {
     pub fn new(shards: usize) -> Result<Self, String> {
-        (0..shards.max(1))
-            .map(|_| Stats::new().map(Mutex::new))
-            .collect::<Result<_, _>>()
-            .map(Self)
+        (0..shards.max(1)).map(|_| Stats::new().map(Mutex::new)).collect::<Result<_, _>>().map(Self)
     }
 
     pub fn record(&self, worker: u64, latency: Duration, outcome: Outcome) {
         let i = usize::try_from(worker).unwrap_or(0) % self.0.len();
         if let Some(shard) = self.0.get(i) {
-            shard
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .record(latency, outcome);
+            shard.lock().unwrap_or_else(PoisonError::into_inner).record(latency, outcome);
         }
     }
 
@@ -170,32 +153,18 @@ mod tests {
     use super::*;
 
     fn ok(v: &str) -> Outcome {
-        Outcome::Ok {
-            version: Some(v.into()),
-        }
+        Outcome::Ok { version: Some(v.into()) }
     }
 
     #[test]
     fn merging_adds_everything() {
         let mut a = Stats::new().unwrap();
         a.record(Duration::from_micros(100), ok("1"));
-        a.record(
-            Duration::from_micros(300),
-            Outcome::Failed {
-                status: 503,
-                error: "busy".into(),
-            },
-        );
+        a.record(Duration::from_micros(300), Outcome::Failed { status: 503, error: "busy".into() });
         let mut b = Stats::new().unwrap();
         b.record(Duration::from_micros(200), ok("1"));
         b.record(Duration::from_micros(250), ok("2"));
-        b.record(
-            Duration::from_micros(900),
-            Outcome::Failed {
-                status: 503,
-                error: "busy".into(),
-            },
-        );
+        b.record(Duration::from_micros(900), Outcome::Failed { status: 503, error: "busy".into() });
         a.merge(&b).unwrap();
         assert_eq!(a.requests(), 5);
         assert_eq!(a.ok, 3);
@@ -221,13 +190,7 @@ mod tests {
     fn keys_are_bounded() {
         let mut s = Stats::new().unwrap();
         for i in 0..100 {
-            s.record(
-                Duration::from_micros(5),
-                Outcome::Failed {
-                    status: 500,
-                    error: format!("e{i}"),
-                },
-            );
+            s.record(Duration::from_micros(5), Outcome::Failed { status: 500, error: format!("e{i}") });
         }
         assert_eq!(s.errors.len(), MAX_KEYS + 1);
         assert_eq!(s.errors[&(500, "(other)".to_string())], 100 - MAX_KEYS as u64);

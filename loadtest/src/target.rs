@@ -22,9 +22,7 @@ impl Target {
         if uri.scheme_str() != Some("http") {
             return Err(format!("--url {url:?}: only http:// is supported"));
         }
-        let authority = uri
-            .authority()
-            .ok_or_else(|| format!("--url {url:?} has no host"))?;
+        let authority = uri.authority().ok_or_else(|| format!("--url {url:?} has no host"))?;
         let port = authority.port_u16().unwrap_or(80);
         let host = authority.host().trim_start_matches('[').trim_end_matches(']');
         let addr = tokio::net::lookup_host((host, port))
@@ -54,13 +52,8 @@ impl Target {
 
     /// The URI a request carries: origin-form for HTTP/1.1, absolute for HTTP/2.
     pub fn uri(&self, path: &str, http2: bool) -> Result<Uri, String> {
-        let text = if http2 {
-            format!("http://{}{path}", self.authority)
-        } else {
-            path.to_string()
-        };
-        text.parse()
-            .map_err(|e| format!("bad request path {text:?}: {e}"))
+        let text = if http2 { format!("http://{}{path}", self.authority) } else { path.to_string() };
+        text.parse().map_err(|e| format!("bad request path {text:?}: {e}"))
     }
 }
 
