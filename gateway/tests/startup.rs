@@ -133,7 +133,10 @@ async fn model_repository_mode_serves_every_model_with_its_highest_version() {
     };
     let cfg = config::from_repository(Path::new(&common::test_repo()), &overrides).unwrap();
     let names: Vec<&str> = cfg.models.keys().map(String::as_str).collect();
-    assert_eq!(names, ["broken", "control_flow", "dtypes", "fixed", "multi_io", "scalar", "slow", "strings"]);
+    assert_eq!(
+        names,
+        ["broken", "control_flow", "dtypes", "fixed", "mirror", "multi_io", "scalar", "slow", "strings"]
+    );
     let gw = common::start_config(cfg).await;
     let ready = gw.get("/v2/health/ready").await;
     assert_eq!(ready.status, 503);
