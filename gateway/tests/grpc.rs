@@ -3,6 +3,9 @@
 //! answers, error codes with HTTP's messages, routing parity with HTTP (split, pins, sticky
 //! keys, shadows, metrics), client deadlines in the queue, the shared in-flight limit, message
 //! size limits, streaming, and a graceful drain.
+//!
+//! Every test holds `common::exclusive()`: the in-flight gauge several of them wait on is one
+//! process-wide series that every gateway in this binary writes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -49,6 +52,7 @@ fn infer_request(r: ModelInferRequest) -> tonic::Request<ModelInferRequest> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_server_metadata_rpcs_answer_like_http() {
+    let _serial = common::exclusive().await;
     let (gw, mut c) = start(&all_models(), "").await;
     assert!(c.server_live(ServerLiveRequest {}).await.unwrap().into_inner().live);
     assert!(c.server_ready(ServerReadyRequest {}).await.unwrap().into_inner().ready);
@@ -68,6 +72,7 @@ async fn health_and_server_metadata_rpcs_answer_like_http() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_that_failed_to_load_is_not_ready_and_refuses_with_unavailable() {
+    let _serial = common::exclusive().await;
     let models = format!("{}{}", test_model("broken"), test_model("scalar"));
     let (gw, mut c) = start(&models, "").await;
     assert!(!c.server_ready(ServerReadyRequest {}).await.unwrap().into_inner().ready);
@@ -82,6 +87,7 @@ async fn a_model_that_failed_to_load_is_not_ready_and_refuses_with_unavailable()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_metadata_and_config_are_the_http_documents() {
+    let _serial = common::exclusive().await;
     let (gw, mut c) = start(&all_models(), "").await;
     for (model, version) in
         [("credit-scoring", ""), ("credit-scoring", "2"), ("multi_io", ""), ("scalar", "1")]
@@ -140,6 +146,7 @@ async fn model_metadata_and_config_are_the_http_documents() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_reference_entry_matches_over_raw_and_typed_and_equals_http() {
+    let _serial = common::exclusive().await;
     let (gw, mut c) = start(&all_models(), "").await;
     for entry in common::reference() {
         let model = entry["model"].as_str().unwrap();
@@ -174,6 +181,7 @@ fn is_16_bit(r: &ModelInferResponse) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strings_travel_as_bytes_contents_or_length_prefixed_raw_and_must_be_utf8() {
+    let _serial = common::exclusive().await;
     let (gw, mut c) = start(&test_model("strings"), "").await;
     let v2 =
         json!({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [3], "data": ["a", "", "Grüße"]}]});
@@ -203,6 +211,7 @@ async fn strings_travel_as_bytes_contents_or_length_prefixed_raw_and_must_be_utf
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requested_outputs_come_in_the_order_asked_with_the_id_and_route_metadata() {
+    let _serial = common::exclusive().await;
     let (gw, mut c) = start(&all_models(), "").await;
     let entry = common::reference_for("multi_io");
     let v2 = json!({"inputs": entry["inputs"]});
@@ -244,6 +253,7 @@ async fn http_errors(gw: &TestGateway, path: &str, body: &Value) -> [(u16, Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_errors_get_their_codes_with_the_http_messages() {
+    let _serial = common::exclusive().await;
     let (gw, mut c) = start(&all_models(), "").await;
     let good = json!({"inputs": common::reference_for("multi_io")["inputs"]});
     let with = |f: &dyn Fn(&mut Value)| {
@@ -290,6 +300,7 @@ async fn client_errors_get_their_codes_with_the_http_messages() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encoding_mistakes_are_invalid_argument() {
+    let _serial = common::exclusive().await;
     let (gw, mut c) = start(&all_models(), "").await;
     let v2 = json!({"inputs": common::reference_for("multi_io")["inputs"]});
     let mut mixed = request("multi_io", &v2, true);
@@ -325,6 +336,7 @@ async fn encoding_mistakes_are_invalid_argument() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_over_max_request_bytes_are_resource_exhausted_both_ways() {
+    let _serial = common::exclusive().await;
     let models = format!("{}{}", test_model("fixed"), test_model("strings"));
     let (gw, mut c) = start(&models, "max_request_bytes = 1024").await;
     let fixed = json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 3], "data": vec![0.0; 6]}]});
@@ -422,6 +434,7 @@ async fn the_weighted_split_holds_for_grpc_and_is_counted_like_http() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pins_and_sticky_keys_route_grpc_exactly_as_http() {
+    let _serial = common::exclusive().await;
     let (gw, mut c) = start(SPLIT, "").await;
     let body = common::credit_request(1);
     // model_version pins, like /versions/{v}/infer; a shadow-less pin-only version included.
@@ -574,6 +587,7 @@ async fn max_in_flight_is_shared_with_http_and_refuses_with_unavailable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_infer_answers_every_request_and_reports_failures_inline() {
+    let _serial = common::exclusive().await;
     let (gw, mut c) = start(&all_models(), "").await;
     let v2 = json!({"inputs": common::reference_for("scalar")["inputs"]});
     let mut requests = Vec::new();
@@ -613,7 +627,7 @@ async fn shutdown_lets_a_grpc_call_in_progress_finish() {
     let _serial = common::exclusive().await;
     let (mut gw, _) = start(SLOW_MODEL, "").await;
     let mut client = gw.grpc_client().await;
-    let running = tokio::spawn(async move { client.model_infer(slow(SLOW / 4)).await });
+    let running = tokio::spawn(async move { client.model_infer(slow(SLOW / 2)).await });
     wait_in_flight(&gw, 1.0).await;
     let gateway = gw.gateway.take().unwrap();
     gateway.shutdown();
@@ -624,6 +638,7 @@ async fn shutdown_lets_a_grpc_call_in_progress_finish() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_grpc_listener_without_grpc_listen() {
+    let _serial = common::exclusive().await;
     let gw = common::start(&test_model("scalar")).await;
     assert!(gw.grpc.is_none());
     gw.stop().await;

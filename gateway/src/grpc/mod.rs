@@ -5,11 +5,12 @@
 //! `max_request_bytes`) behind one tower layer (the in-flight limit shared with HTTP, a debug
 //! span per call, and the size refusal said in our words). Connections are served by
 //! `http::serve`, the same accept loop, timeouts and graceful drain as the HTTP listener: gRPC
-//! is HTTP/2 (prior knowledge). The RPCs are in `service`, tensors in `convert`, error codes in
-//! `status`, streaming in `stream`. Uses `protocol`, `registry`, `inference`; never names ONNX
-//! Runtime.
+//! is HTTP/2 (prior knowledge). The RPCs are in `service`, tensors in `convert`, metadata and
+//! config in `documents`, error codes in `status`, streaming in `stream`. Uses `protocol`,
+//! `registry`, `inference`; never names ONNX Runtime.
 
 mod convert;
+mod documents;
 mod service;
 mod status;
 mod stream;

@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::convert;
 use super::proto::grpc_inference_service_server::GrpcInferenceService;
 use super::proto::*;
 use super::status;
 use super::stream::{self, InferStream};
+use super::{convert, documents};
+use crate::admission::Admission;
 use crate::inference::{self, Inference, Target, outcome_of};
 use crate::protocol::{ApiError, DecodeLimits, metadata, validate};
 use crate::registry::{Registry, ServedModel, ServingSnapshot};
@@ -29,7 +30,8 @@ pub struct GrpcPlane {
     pub decode_limits: DecodeLimits,
     /// `server.max_request_bytes`: the largest message either way.
     pub max_message_bytes: usize,
-    pub admission: Arc<crate::admission::Admission>,
+    /// The in-flight limit shared with HTTP (ModelStreamInfer admits each message with it).
+    pub admission: Arc<Admission>,
 }
 
 #[derive(Clone)]
@@ -60,40 +62,19 @@ impl GrpcInferenceService for InferenceService {
     }
 
     async fn model_ready(&self, request: Request<ModelReadyRequest>) -> Reply<ModelReadyResponse> {
-        let r = request.into_inner();
-        let snapshot = self.plane.registry.snapshot();
-        answer((|| {
-            let version = version_field(&r.version)?;
-            let m = inference::lookup(&snapshot, &r.name)?;
-            Ok(ModelReadyResponse { ready: inference::is_ready(m, version) })
-        })())
+        answer(model_ready(&self.plane.registry.snapshot(), request.get_ref()))
     }
 
     async fn server_metadata(&self, _: Request<ServerMetadataRequest>) -> Reply<ServerMetadataResponse> {
-        Ok(Response::new(convert::server_metadata()))
+        Ok(Response::new(documents::server_metadata()))
     }
 
     async fn model_metadata(&self, request: Request<ModelMetadataRequest>) -> Reply<ModelMetadataResponse> {
-        let r = request.into_inner();
-        let snapshot = self.plane.registry.snapshot();
-        answer((|| {
-            let version = version_field(&r.version)?;
-            let m = inference::lookup(&snapshot, &r.name)?;
-            let v = inference::described_version(m, version)?;
-            let versions = inference::listed_versions(m, version);
-            Ok(convert::model_metadata(&metadata::model(&m.name, &versions, &v.signature)))
-        })())
+        answer(model_metadata(&self.plane.registry.snapshot(), request.get_ref()))
     }
 
     async fn model_config(&self, request: Request<ModelConfigRequest>) -> Reply<ModelConfigResponse> {
-        let r = request.into_inner();
-        let snapshot = self.plane.registry.snapshot();
-        answer((|| {
-            let version = version_field(&r.version)?;
-            let m = inference::lookup(&snapshot, &r.name)?;
-            let v = inference::described_version(m, version)?;
-            Ok(ModelConfigResponse { config: Some(convert::model_config(&inference::triton_config(m, v))) })
-        })())
+        answer(model_config(&self.plane.registry.snapshot(), request.get_ref()))
     }
 
     async fn model_infer(&self, request: Request<ModelInferRequest>) -> Reply<ModelInferResponse> {
@@ -117,6 +98,30 @@ impl GrpcInferenceService for InferenceService {
         let (metadata, _, inbound) = request.into_parts();
         Ok(Response::new(stream::start(self.plane.clone(), metadata, inbound)))
     }
+}
+
+fn model_ready(snapshot: &ServingSnapshot, r: &ModelReadyRequest) -> Result<ModelReadyResponse, ApiError> {
+    let version = version_field(&r.version)?;
+    let m = inference::lookup(snapshot, &r.name)?;
+    Ok(ModelReadyResponse { ready: inference::is_ready(m, version) })
+}
+
+fn model_metadata(
+    snapshot: &ServingSnapshot,
+    r: &ModelMetadataRequest,
+) -> Result<ModelMetadataResponse, ApiError> {
+    let version = version_field(&r.version)?;
+    let m = inference::lookup(snapshot, &r.name)?;
+    let v = inference::described_version(m, version)?;
+    let versions = inference::listed_versions(m, version);
+    Ok(documents::model_metadata(&metadata::model(&m.name, &versions, &v.signature)))
+}
+
+fn model_config(snapshot: &ServingSnapshot, r: &ModelConfigRequest) -> Result<ModelConfigResponse, ApiError> {
+    let version = version_field(&r.version)?;
+    let m = inference::lookup(snapshot, &r.name)?;
+    let v = inference::described_version(m, version)?;
+    Ok(ModelConfigResponse { config: Some(documents::model_config(&inference::triton_config(m, v))) })
 }
 
 /// One inference, counted once under its version (or unrouted when none was picked); returns
