@@ -1,5 +1,12 @@
-//! Makes ONNX Runtime's shared library available to every binary this workspace builds, with no
-//! manual step: `ort` is built with `load-dynamic`, so the library is found at run time.
+//! Two jobs, both with no manual step and no tool to install:
+//!
+//! 1. **gRPC code.** `proto/inference.proto` (the Open Inference Protocol's
+//!    `inference.GRPCInferenceService`) is compiled by `protox`, a protobuf compiler written in
+//!    Rust, so no `protoc` is downloaded or needed; tonic's prost codegen turns it into the
+//!    messages, the server trait and the client (`$OUT_DIR/inference.rs`). A failure here is a
+//!    build error that says what went wrong in the `.proto`.
+//! 2. **ONNX Runtime.** Makes its shared library available to every binary this workspace builds:
+//!    `ort` is built with `load-dynamic`, so the library is found at run time.
 //!
 //! - `ORT_DYLIB_PATH` set at build time: nothing is fetched; that path is compiled in as the
 //!   fallback (the variable, when set at run time, always wins anyway).
@@ -18,8 +25,15 @@ use std::process::Command;
 
 const ORT_VERSION: &str = "1.31.1";
 
+/// The service definition, relative to this crate's root.
+const PROTO: &str = "proto/inference.proto";
+
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed={PROTO}");
+    if let Err(problem) = generate_grpc() {
+        println!("cargo::error=could not generate the gRPC code from {PROTO}: {problem}");
+    }
     println!("cargo:rerun-if-env-changed=ORT_DYLIB_PATH");
     println!("cargo:rerun-if-env-changed=PYTHON");
     if let Some(path) = env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
@@ -39,6 +53,19 @@ fn main() {
             );
         }
     }
+}
+
+/// Parses and checks the `.proto` in pure Rust, then writes the messages (bytes fields as
+/// `bytes::Bytes`, so raw tensor contents are not copied out of the receive buffer), the
+/// server trait and the client.
+fn generate_grpc() -> Result<(), String> {
+    let descriptors = protox::compile([PROTO], ["proto"]).map_err(|e| format!("{e:?}"))?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .bytes(".inference")
+        .compile_fds(descriptors)
+        .map_err(|e| e.to_string())
 }
 
 /// Tells the crate where the library is, as the last place to look at run time.

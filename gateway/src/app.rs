@@ -1,5 +1,6 @@
-//! Starting and stopping a whole gateway: load the models, bind the listeners, serve until
-//! told to stop, then drain (connections first, then mirrored shadow requests).
+//! Starting and stopping a whole gateway: load the models, bind the listeners (data, admin,
+//! and gRPC when `server.grpc_listen` is set), serve until told to stop, then drain
+//! (connections first, then mirrored shadow requests).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,7 +10,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{AdminPlane, admin_service};
+use crate::admission::Admission;
 use crate::config::GatewayConfig;
+use crate::grpc::{self, GrpcPlane};
 use crate::http::{self, DataPlane};
 use crate::inference::Inference;
 use crate::monitor::{Monitor, run_rollouts};
@@ -34,6 +37,8 @@ pub enum StartError {
 pub struct Gateway {
     pub data_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// Where gRPC is served, when `server.grpc_listen` is set.
+    pub grpc_addr: Option<SocketAddr>,
     pub registry: Arc<Registry>,
     pub reloader: Arc<Reloader>,
     pub monitor: Arc<Monitor>,
@@ -80,9 +85,16 @@ impl Gateway {
         let admin = bind("admin plane", server.admin_listen).await?;
         let data_addr = local_addr("data plane", server.listen, &data)?;
         let admin_addr = local_addr("admin plane", server.admin_listen, &admin)?;
+        let grpc = match server.grpc_listen {
+            Some(addr) => Some((bind("gRPC", addr).await?, addr)),
+            None => None,
+        };
+        let grpc_addr = grpc.as_ref().map(|(l, addr)| local_addr("gRPC", *addr, l)).transpose()?;
 
         let (shutdown, signal) = watch::channel(false);
         let limits = http::connection_limits(server);
+        // One in-flight limit for both front ends.
+        let admission = Admission::new(server.max_in_flight);
         let plane = Arc::new(DataPlane {
             registry: registry.clone(),
             inference: inference.clone(),
@@ -96,17 +108,44 @@ impl Gateway {
             token: config.admin.token.clone(),
         });
         let mut tasks = vec![
-            tokio::spawn(http::serve(data, http::data_service(plane, server), limits, signal.clone())),
+            tokio::spawn(http::serve(
+                data,
+                http::data_service(plane, server, admission.clone()),
+                limits,
+                signal.clone(),
+            )),
             tokio::spawn(http::serve(admin, admin_service(admin_plane), limits, signal.clone())),
             tokio::spawn(run_rollouts(monitor.clone(), registry.clone(), signal.clone())),
         ];
+        if let Some((listener, _)) = grpc {
+            let grpc_plane = Arc::new(GrpcPlane {
+                registry: registry.clone(),
+                inference: inference.clone(),
+                decode_limits: DecodeLimits::default(),
+                max_message_bytes: server.max_request_bytes,
+                admission,
+            });
+            tasks.push(tokio::spawn(grpc::serve(listener, grpc_plane, limits, signal.clone())));
+        }
         if let (true, ConfigSource::File { path, .. }) = (watch, &source) {
             // Read now, not when the task first runs: an edit made meanwhile must count.
             let seen = std::fs::read(path).ok();
             tasks.push(tokio::spawn(watch_file(reloader.clone(), path.clone(), seen, signal)));
         }
-        tracing::info!(%data_addr, %admin_addr, models = config.models.len(), "gateway serving");
-        Ok(Gateway { data_addr, admin_addr, registry, reloader, monitor, inference, shutdown, tasks })
+        let grpc_shown = grpc_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
+        let models = config.models.len();
+        tracing::info!(%data_addr, %admin_addr, grpc_addr = %grpc_shown, models, "gateway serving");
+        Ok(Gateway {
+            data_addr,
+            admin_addr,
+            grpc_addr,
+            registry,
+            reloader,
+            monitor,
+            inference,
+            shutdown,
+            tasks,
+        })
     }
 
     /// Stops accepting connections and lets in-flight requests finish (up to the drain timeout).

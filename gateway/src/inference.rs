@@ -2,13 +2,17 @@
 //! version (from the one snapshot the request holds), run the decoded inputs through that
 //! version's queue, then hand a copy to the shadows and record the request's metrics once.
 //! Decoding and encoding stay in the front ends; everything here is protocol-agnostic.
+//!
+//! Also the lookups both front ends answer metadata, readiness and config requests with, so
+//! HTTP and gRPC describe a model identically.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::batching::{Expected, InferError};
+use crate::config::valid_model_name;
 use crate::monitor::Monitor;
-use crate::protocol::ApiError;
+use crate::protocol::{ApiError, metadata};
 use crate::registry::{ServedModel, ServedVersion, ServingSnapshot};
 use crate::routing::{Route, RouteReason};
 use crate::shadow::{OnOutputs, Shadows};
@@ -43,6 +47,50 @@ pub fn model<'s>(snapshot: &'s ServingSnapshot, name: &str) -> Result<&'s Served
         return Err(not_ready(m));
     }
     Ok(m)
+}
+
+/// A model name as a request gives it: a path segment, `[A-Za-z0-9_.-]+`, never `.` or `..`.
+pub fn check_model_name(name: &str) -> Result<(), ApiError> {
+    if valid_model_name(name) {
+        Ok(())
+    } else {
+        Err(ApiError::Malformed(format!(
+            "invalid model name {name:?}: names match [A-Za-z0-9_.-]+ and are not `.` or `..`"
+        )))
+    }
+}
+
+/// Finds the model, ready or not (metadata and readiness describe unready models too).
+pub fn lookup<'s>(snapshot: &'s ServingSnapshot, name: &str) -> Result<&'s ServedModel, ApiError> {
+    snapshot.model(name).ok_or_else(|| ApiError::UnknownModel(name.to_string()))
+}
+
+/// The version a metadata or config request describes: the one asked for, or the primary.
+pub fn described_version(m: &ServedModel, version: Option<u64>) -> Result<&Arc<ServedVersion>, ApiError> {
+    if !m.is_ready() {
+        return Err(not_ready(m));
+    }
+    let v = version.unwrap_or_else(|| m.routing.primary());
+    m.version(v).ok_or_else(|| ApiError::UnknownVersion { model: m.name.clone(), version: v.to_string() })
+}
+
+/// The versions a metadata document lists: the one asked for, or every served one.
+pub fn listed_versions(m: &ServedModel, version: Option<u64>) -> Vec<u64> {
+    match version {
+        Some(v) => vec![v],
+        None => m.versions.keys().copied().collect(),
+    }
+}
+
+/// Whether the model (and the version asked for, when one is) can take requests.
+pub fn is_ready(m: &ServedModel, version: Option<u64>) -> bool {
+    m.is_ready() && version.is_none_or(|v| m.versions.contains_key(&v))
+}
+
+/// Triton's model configuration of one version (HTTP `/config` and gRPC `ModelConfig`).
+pub fn triton_config<'a>(m: &'a ServedModel, v: &'a ServedVersion) -> metadata::ModelConfig<'a> {
+    let delay_us = v.key.policy.max_queue_delay.as_micros() as u64;
+    metadata::triton_config(&m.name, &v.signature, v.max_batch_size(), delay_us, v.key.instances)
 }
 
 pub fn not_ready(m: &ServedModel) -> ApiError {
@@ -225,6 +273,8 @@ pub fn outcome_of(e: &ApiError) -> Outcome {
         | ApiError::Unauthorized => Outcome::ClientError,
         ApiError::NotReady { .. } | ApiError::Overloaded(_) | ApiError::ShuttingDown => Outcome::Rejected,
         ApiError::TimedOut(_) => Outcome::Timeout,
-        ApiError::InferenceFailed(_) | ApiError::Internal(_) => Outcome::ServerError,
+        ApiError::InferenceFailed(_) | ApiError::Internal(_) | ApiError::ReplyTooLarge { .. } => {
+            Outcome::ServerError
+        }
     }
 }

@@ -2,14 +2,17 @@
 //! benches drive exactly the same code.
 //!
 //! The data path, in module order: `protocol` (decode) → `routing` (pick) → `batching`
-//! (queue/batch) → `onnx` (ONNX Runtime) → `protocol` (encode), wired by `http` over the
+//! (queue/batch) → `onnx` (ONNX Runtime) → `protocol` (encode), wired by `http` and `grpc`
+//! (one shared flow in `inference`, one shared in-flight limit in `admission`) over the
 //! `registry` snapshot. Off to the side: `telemetry` (metrics), `admin` (control plane),
 //! `config` (validated settings).
 
 pub mod admin;
+pub mod admission;
 mod app;
 pub mod batching;
 pub mod config;
+pub mod grpc;
 pub mod http;
 pub mod inference;
 pub mod monitor;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-/// A load generator for the Open Inference Protocol (KServe V2) HTTP API.
+/// A load generator for the Open Inference Protocol (KServe V2) HTTP and gRPC APIs.
 ///
 /// Closed loop by default (each connection sends its next request when the previous one
 /// answers); `--rate` switches to an open loop at a constant arrival rate, with latency measured
@@ -70,6 +70,15 @@ pub struct Args {
     /// Use HTTP/2 (h2c, prior knowledge) instead of HTTP/1.1.
     #[arg(long)]
     pub http2: bool,
+
+    /// Speak gRPC (`inference.GRPCInferenceService/ModelInfer`, raw tensor contents) to the
+    /// gRPC listener at --url; HTTP/2 streams spread over --h2-connections.
+    #[arg(long, conflicts_with = "binary")]
+    pub grpc: bool,
+
+    /// With --grpc: typed `contents` instead of `raw_input_contents`.
+    #[arg(long, requires = "grpc")]
+    pub grpc_typed: bool,
 
     /// TCP connections the HTTP/2 streams are spread over.
     #[arg(long, default_value_t = 1)]

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::time::Sleep;
 
 use crate::client::{Driver, Sender, connect, read_outcome};
+use crate::grpc;
 use crate::run::Plan;
 use crate::stats::{Outcome, truncate};
 
@@ -67,7 +68,7 @@ pub async fn exchange(conn: &mut Conn, plan: &Plan, rng: &mut fastrand::Rng) -> 
     let deadline = Instant::now() + plan.timeout;
     let call = async {
         let response = sender.send(request).await?;
-        read_outcome(response).await
+        if plan.grpc { grpc::read_outcome(response).await } else { read_outcome(response).await }
     };
     let error = match within(&mut conn.watchdog, &mut conn.driver, deadline, call).await {
         Some(Ok(outcome)) => return outcome,

@@ -1,9 +1,9 @@
-//! `loadtest`: a load generator for the Open Inference Protocol (KServe V2) HTTP API.
+//! `loadtest`: a load generator for the Open Inference Protocol (KServe V2) HTTP and gRPC APIs.
 //!
 //! This file owns start-up: parse the command line, build the (small) tokio runtime, prepare
 //! the payload (from the model's metadata or a file), run, print the report. The modules:
 //! [`cli`] flags, [`target`] URL and paths, [`payload`] and [`binary`] request bodies,
-//! [`request`] the prepared request, [`client`] connections and answers, [`exchange`] one
+//! [`grpc`] the gRPC request and answers, [`request`] the prepared request, [`client`] connections and answers, [`exchange`] one
 //! request with its timeout, [`schedule`] the open loop's pacing, [`run`] the workers,
 //! [`stats`] recording, [`progress`] the live line, [`report`] the result.
 
@@ -11,6 +11,7 @@ mod binary;
 mod cli;
 mod client;
 mod exchange;
+mod grpc;
 mod payload;
 mod progress;
 mod report;
@@ -63,13 +64,17 @@ fn build_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
 async fn app(args: Args) -> Result<(), String> {
     let target = Target::resolve(&args.url).await?;
     let payload = prepare_payload(&args, &target).await?;
-    let uri = target.uri(&target.infer_path(&args.model, args.version), args.http2)?;
+    // gRPC is HTTP/2; the version pin travels in the message.
+    let http2 = args.http2 || args.grpc;
+    let path =
+        if args.grpc { grpc::INFER_PATH.to_string() } else { target.infer_path(&args.model, args.version) };
+    let uri = target.uri(&path, http2)?;
     let sticky = args.sticky_header.as_deref().map(|h| (h, args.users));
-    let template =
-        request::Template::new(uri, &target.authority, args.http2, &payload, &args.headers, sticky)?;
+    let template = request::Template::new(uri, &target.authority, http2, &payload, &args.headers, sticky)?;
     let plan = run::Plan {
         addr: target.addr,
-        http2: args.http2,
+        http2,
+        grpc: args.grpc,
         h2_connections: args.h2_connections,
         connections: args.connections,
         template,
@@ -103,13 +108,38 @@ fn setup(args: &Args, payload: &Payload) -> Setup {
         mode: if args.rate.is_some() { "open" } else { "closed" },
         connections: args.connections,
         batch_rows: payload.rows,
-        encoding: if payload.json_length.is_some() { "binary" } else { "JSON" },
-        protocol: if args.http2 { "HTTP/2" } else { "HTTP/1.1" },
+        encoding: match (args.grpc, args.grpc_typed, payload.json_length) {
+            (true, true, _) => "typed",
+            (true, false, _) => "raw",
+            (false, _, Some(_)) => "binary",
+            (false, _, None) => "JSON",
+        },
+        protocol: match (args.grpc, args.http2) {
+            (true, _) => "gRPC",
+            (false, true) => "HTTP/2",
+            (false, false) => "HTTP/1.1",
+        },
     }
 }
 
 /// The body to send: the `--payload` file, or random inputs generated from the metadata.
 async fn prepare_payload(args: &Args, target: &Target) -> Result<Payload, String> {
+    if args.grpc {
+        let tensors = match &args.payload {
+            Some(path) => {
+                let text = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+                let value: serde_json::Value = serde_json::from_slice(&text)
+                    .map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
+                payload::tensors_from_request(&value)?
+            }
+            None => payload::generate(
+                &grpc::metadata(&args.url, &args.model, args.version).await?,
+                args.batch,
+                args.seed,
+            )?,
+        };
+        return grpc::encode(&tensors, &args.model, args.version, args.grpc_typed);
+    }
     if let Some(path) = &args.payload {
         let text = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
         return payload_from_file(&text, args.binary).map_err(|e| format!("{}: {e}", path.display()));
@@ -137,5 +167,6 @@ fn payload_from_file(text: &[u8], binary: bool) -> Result<Payload, String> {
         body: bytes::Bytes::copy_from_slice(text),
         json_length: None,
         rows: payload::rows_of(&tensors),
+        grpc: false,
     })
 }

@@ -42,11 +42,17 @@ pub struct Payload {
     pub json_length: Option<usize>,
     /// Rows per request (dimension 0 of the first input), for rows/s.
     pub rows: usize,
+    /// A framed gRPC `ModelInferRequest` rather than an HTTP body.
+    pub grpc: bool,
 }
 
 impl Payload {
     pub fn content_type(&self) -> &'static str {
-        if self.json_length.is_some() { "application/octet-stream" } else { "application/json" }
+        match (self.grpc, self.json_length) {
+            (true, _) => "application/grpc",
+            (false, Some(_)) => "application/octet-stream",
+            (false, None) => "application/json",
+        }
     }
 }
 
@@ -136,7 +142,7 @@ pub fn encode_json(tensors: &[Tensor]) -> Payload {
         .map(|t| json!({"name": t.name, "datatype": t.datatype, "shape": t.shape, "data": t.data}))
         .collect();
     let body = json!({ "inputs": inputs }).to_string();
-    Payload { body: Bytes::from(body), json_length: None, rows: rows_of(tensors) }
+    Payload { body: Bytes::from(body), json_length: None, rows: rows_of(tensors), grpc: false }
 }
 
 /// A binary-extension request: the JSON header (inputs with `binary_data_size`, binary outputs
@@ -155,7 +161,12 @@ pub fn encode_binary(tensors: &[Tensor]) -> Result<Payload, String> {
     let header = json!({ "inputs": inputs, "parameters": {"binary_data_output": true} }).to_string();
     let mut body = header.clone().into_bytes();
     parts.iter().for_each(|p| body.extend_from_slice(p));
-    Ok(Payload { body: Bytes::from(body), json_length: Some(header.len()), rows: rows_of(tensors) })
+    Ok(Payload {
+        body: Bytes::from(body),
+        json_length: Some(header.len()),
+        rows: rows_of(tensors),
+        grpc: false,
+    })
 }
 
 /// Encodes the tensors as asked.

@@ -29,6 +29,10 @@ impl Template {
         sticky: Option<(&str, u32)>,
     ) -> Result<Self, String> {
         let mut headers = vec![(CONTENT_TYPE, HeaderValue::from_static(payload.content_type()))];
+        if payload.grpc {
+            // gRPC: the trailers carry each call's status.
+            headers.push((HeaderName::from_static("te"), HeaderValue::from_static("trailers")));
+        }
         if let Some(n) = payload.json_length {
             headers.push((HeaderName::from_static("inference-header-content-length"), HeaderValue::from(n)));
         }
@@ -77,7 +81,8 @@ mod tests {
 
     #[test]
     fn builds_headers() {
-        let payload = Payload { body: Bytes::from_static(b"{}xx"), json_length: Some(2), rows: 1 };
+        let payload =
+            Payload { body: Bytes::from_static(b"{}xx"), json_length: Some(2), rows: 1, grpc: false };
         let extra = vec![("x-a".to_string(), "b".to_string())];
         let t = Template::new("/p".parse().unwrap(), "h:1", false, &payload, &extra, Some(("x-user-id", 10)))
             .unwrap();

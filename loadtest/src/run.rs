@@ -20,6 +20,8 @@ use crate::stats::{Live, Outcome, Shards, Stats};
 pub struct Plan {
     pub addr: SocketAddr,
     pub http2: bool,
+    /// Answers are gRPC calls (status in trailers), not V2 HTTP replies.
+    pub grpc: bool,
     pub h2_connections: usize,
     pub connections: usize,
     pub template: Template,
@@ -224,11 +226,12 @@ mod tests {
     }
 
     fn plan(addr: SocketAddr) -> Plan {
-        let payload = Payload { body: Bytes::from_static(b"{}"), json_length: None, rows: 2 };
+        let payload = Payload { body: Bytes::from_static(b"{}"), json_length: None, rows: 2, grpc: false };
         let uri = "/v2/models/m/infer".parse().unwrap();
         Plan {
             addr,
             http2: false,
+            grpc: false,
             h2_connections: 1,
             connections: 4,
             template: Template::new(uri, &addr.to_string(), false, &payload, &[], None).unwrap(),
@@ -282,7 +285,7 @@ mod tests {
             "http://x/v2/models/m/infer".parse().unwrap(),
             "x",
             true,
-            &Payload { body: Bytes::from_static(b"{}"), json_length: None, rows: 1 },
+            &Payload { body: Bytes::from_static(b"{}"), json_length: None, rows: 1, grpc: false },
             &[],
             None,
         )

@@ -20,7 +20,7 @@ use crate::inference::{self, Inference, Target, outcome_of};
 use crate::protocol::{
     self, ApiError, DecodeLimits, HEADER_CONTENT_LENGTH, decode_infer, encode_infer, metadata,
 };
-use crate::registry::{Registry, ServedModel, ServedVersion, ServingSnapshot};
+use crate::registry::{Registry, ServedModel, ServingSnapshot};
 use crate::telemetry::{self, Outcome};
 
 /// What the data-plane handlers share.
@@ -93,38 +93,23 @@ async fn feedback(
     Ok(response::json(StatusCode::OK, &reply))
 }
 
-fn find_model<'s>(snapshot: &'s ServingSnapshot, model: &str) -> Result<&'s ServedModel, ApiError> {
-    snapshot.model(model).ok_or_else(|| ApiError::UnknownModel(model.to_string()))
-}
-
-/// The version asked for, or the primary.
-fn find_version(m: &ServedModel, version: Option<u64>) -> Result<&Arc<ServedVersion>, ApiError> {
-    if !m.is_ready() {
-        return Err(inference::not_ready(m));
-    }
-    let v = version.unwrap_or_else(|| m.routing.primary());
-    m.version(v).ok_or_else(|| ApiError::UnknownVersion { model: m.name.clone(), version: v.to_string() })
-}
-
 fn model_metadata(
     snapshot: &ServingSnapshot,
     model: &str,
     version: Option<u64>,
 ) -> Result<HttpResponse, ApiError> {
-    let m = find_model(snapshot, model)?;
-    let v = find_version(m, version)?;
-    let versions: Vec<u64> = match version {
-        Some(v) => vec![v],
-        None => m.versions.keys().copied().collect(),
-    };
+    let m = inference::lookup(snapshot, model)?;
+    let v = inference::described_version(m, version)?;
+    let versions = inference::listed_versions(m, version);
     Ok(response::json(StatusCode::OK, &metadata::model(&m.name, &versions, &v.signature)))
 }
 
 fn model_ready(snapshot: &ServingSnapshot, model: &str, version: Option<u64>) -> HttpResponse {
-    let Some(m) = snapshot.model(model) else {
-        return error(&ApiError::UnknownModel(model.to_string()));
+    let m = match inference::lookup(snapshot, model) {
+        Ok(m) => m,
+        Err(e) => return error(&e),
     };
-    let ready = m.is_ready() && version.is_none_or(|v| m.versions.contains_key(&v));
+    let ready = inference::is_ready(m, version);
     let mut body = json!({ "name": m.name, "ready": ready });
     if let Some(v) = version {
         body["version"] = json!(v.to_string());
@@ -147,12 +132,9 @@ fn model_config(
     model: &str,
     version: Option<u64>,
 ) -> Result<HttpResponse, ApiError> {
-    let m = find_model(snapshot, model)?;
-    let v = find_version(m, version)?;
-    let delay_us = v.key.policy.max_queue_delay.as_micros() as u64;
-    let config =
-        metadata::triton_config(&m.name, &v.signature, v.max_batch_size(), delay_us, v.key.instances);
-    Ok(response::json(StatusCode::OK, &config))
+    let m = inference::lookup(snapshot, model)?;
+    let v = inference::described_version(m, version)?;
+    Ok(response::json(StatusCode::OK, &inference::triton_config(m, v)))
 }
 
 async fn infer(

@@ -1,10 +1,11 @@
-//! Tower layers in front of the data-plane handlers: request ids, admission (max in-flight:
-//! beyond it 503 with `Retry-After` at once, never a queue) and the request deadline (504).
+//! Tower layers in front of the data-plane handlers: request ids, admission (max in-flight,
+//! shared with gRPC: beyond it 503 with `Retry-After` at once, never a queue) and the request
+//! deadline (504).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -13,8 +14,8 @@ use tower::{Layer, Service};
 use tower_http::request_id::{MakeRequestId, RequestId};
 
 use super::response::{HttpResponse, error};
+use crate::admission::Admission;
 use crate::protocol::ApiError;
-use crate::telemetry::{self, Outcome};
 
 /// Request ids for requests that bring none: a per-process random prefix and a counter.
 #[derive(Clone)]
@@ -38,23 +39,16 @@ impl MakeRequestId for MakeId {
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<HttpResponse, std::convert::Infallible>> + Send>>;
 
-/// At most `max` requests in progress; the next is refused with 503 at once.
+/// At most `max_in_flight` requests in progress (counted with gRPC's); the next is refused
+/// with 503 at once.
 #[derive(Clone)]
 pub struct AdmissionLayer {
     state: Arc<Admission>,
 }
 
-struct Admission {
-    current: AtomicUsize,
-    max: usize,
-    gauge: metrics::Gauge,
-}
-
 impl AdmissionLayer {
-    pub fn new(max: usize) -> AdmissionLayer {
-        AdmissionLayer {
-            state: Arc::new(Admission { current: AtomicUsize::new(0), max, gauge: telemetry::in_flight() }),
-        }
+    pub fn new(state: Arc<Admission>) -> AdmissionLayer {
+        AdmissionLayer { state }
     }
 }
 
@@ -71,15 +65,6 @@ pub struct AdmissionService<S> {
     state: Arc<Admission>,
 }
 
-struct Admitted(Arc<Admission>);
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        let now = self.0.current.fetch_sub(1, Ordering::AcqRel) - 1;
-        self.0.gauge.set(now as f64);
-    }
-}
-
 impl<S, B> Service<Request<B>> for AdmissionService<S>
 where
     S: Service<Request<B>, Response = HttpResponse, Error = std::convert::Infallible>,
@@ -94,18 +79,10 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let now = self.state.current.fetch_add(1, Ordering::AcqRel) + 1;
-        let admitted = Admitted(self.state.clone());
-        if now > self.state.max {
-            drop(admitted);
-            telemetry::count_unrouted(None, Outcome::Rejected);
-            let e = ApiError::Overloaded(format!(
-                "the gateway is at its limit of {} requests in progress; retry shortly",
-                self.state.max
-            ));
-            return Box::pin(async move { Ok(error(&e)) });
-        }
-        self.state.gauge.set(now as f64);
+        let admitted = match self.state.admit() {
+            Ok(a) => a,
+            Err(e) => return Box::pin(async move { Ok(error(&e)) }),
+        };
         let fut = self.inner.call(req);
         Box::pin(async move {
             let response = fut.await;

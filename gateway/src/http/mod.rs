@@ -24,12 +24,14 @@ pub use layers::{AdmissionLayer, Deadline, DeadlineLayer, MakeId};
 pub use router::{Endpoint, ModelAction, route};
 pub use server::{ConnectionLimits, serve};
 
+use crate::admission::Admission;
 use crate::config::ServerConfig;
 
 /// The data-plane service: request id → span → admission (max in-flight) → deadline → handler.
 pub fn data_service(
     plane: Arc<DataPlane>,
     server: &ServerConfig,
+    admission: Arc<Admission>,
 ) -> impl tower::Service<
     Request<Incoming>,
     Response = Response<
@@ -52,7 +54,7 @@ pub fn data_service(
                 .on_response(DefaultOnResponse::new().level(Level::DEBUG))
                 .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
         )
-        .layer(AdmissionLayer::new(server.max_in_flight))
+        .layer(AdmissionLayer::new(admission))
         .layer(DeadlineLayer { timeout: server.request_timeout })
         .service_fn(move |req| {
             let plane = plane.clone();

@@ -2,8 +2,8 @@
 
 use http::Method;
 
-use crate::config::valid_model_name;
-use crate::protocol::ApiError;
+use crate::inference;
+use crate::protocol::{ApiError, validate};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint<'a> {
@@ -61,17 +61,8 @@ fn model_endpoint<'a>(
         ["infer"] => (ModelAction::Infer, Method::POST),
         _ => return Err(no_route(method, path)),
     };
-    if !valid_model_name(model) {
-        return Err(ApiError::Malformed(format!(
-            "invalid model name {model:?}: names match [A-Za-z0-9_.-]+ and are not `.` or `..`"
-        )));
-    }
-    let version = match version {
-        None => None,
-        Some(v) => Some(v.parse::<u64>().ok().filter(|&n| n > 0).ok_or_else(|| {
-            ApiError::Malformed(format!("invalid version {v:?}: versions are positive integers"))
-        })?),
-    };
+    inference::check_model_name(model)?;
+    let version = version.map(validate::parse_version).transpose()?;
     Ok((Endpoint::Model { model, version, action }, expected))
 }
 

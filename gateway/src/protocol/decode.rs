@@ -2,9 +2,9 @@
 //!
 //! The steps: split off the binary part (`Inference-Header-Content-Length`), parse the JSON
 //! header borrowing from the body, then for each input check name, datatype and shape against
-//! the signature and the element count against what the body could possibly hold, and only
-//! then decode its data (JSON, nested or flat, or binary). Inputs come out in the signature's
-//! order; requested outputs are resolved to signature indices.
+//! the signature (`validate`, shared with gRPC) and the element count against what the body
+//! could possibly hold, and only then decode its data (JSON, nested or flat, or binary). Inputs
+//! come out in the signature's order; requested outputs are resolved to signature indices.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -14,9 +14,9 @@ use serde::Deserialize;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::ApiError;
-use super::binary;
-use crate::tensor::{DataType, ModelSignature, Tensor, TensorData, TensorSpec, element_count};
+use super::validate::{self, CheckedInput, InputSlots};
+use super::{ApiError, binary};
+use crate::tensor::{DataType, ModelSignature, Tensor, TensorData};
 
 /// A decoded, validated infer request.
 #[derive(Debug)]
@@ -117,17 +117,11 @@ pub fn decode_infer(
         return Err(ApiError::Malformed("the infer request must be a JSON object".to_string()));
     }
     let raw: RawRequest<'_> = serde_json::from_slice(json).map_err(|e| malformed_json(&e))?;
-    let mut slots: Vec<Option<Tensor>> = vec![None; signature.inputs.len()];
+    let mut slots = InputSlots::new(signature);
     for input in &raw.inputs {
-        let (index, spec) =
-            signature.input(&input.name).ok_or_else(|| unknown_input(&input.name, signature))?;
-        if slots.get(index).is_some_and(Option::is_some) {
-            return Err(ApiError::Malformed(format!("input '{}' is given twice", input.name)));
-        }
-        let tensor = decode_input(input, spec, &mut binary_part, json.len(), limits)?;
-        if let Some(slot) = slots.get_mut(index) {
-            *slot = Some(tensor);
-        }
+        let checked = slots.check(&input.name, &input.datatype, &input.shape, limits)?;
+        let data = decode_input(input, &checked, &mut binary_part, json.len())?;
+        slots.fill(checked, data)?;
     }
     if !binary_part.is_empty() {
         return Err(ApiError::Malformed(format!(
@@ -135,14 +129,7 @@ pub fn decode_infer(
             binary_part.len()
         )));
     }
-    let inputs = slots
-        .into_iter()
-        .zip(&signature.inputs)
-        .map(|(slot, spec)| slot.ok_or_else(|| ApiError::Mismatch(format!("missing input '{}'", spec.name))))
-        .collect::<Result<Vec<_>, _>>()?;
-    if let Some(conflict) = signature.symbol_conflict(&inputs) {
-        return Err(ApiError::Mismatch(conflict));
-    }
+    let inputs = slots.finish()?;
     let default_binary = raw.parameters.and_then(|p| p.binary_data_output).unwrap_or(false);
     let outputs = choose_outputs(raw.outputs.as_deref(), signature, default_binary)?;
     Ok(InferRequest { id: raw.id.map(Cow::into_owned), inputs, outputs })
@@ -169,45 +156,26 @@ fn malformed_json(e: &serde_json::Error) -> ApiError {
     ApiError::Malformed(format!("{what}: {e}"))
 }
 
-fn unknown_input(name: &str, signature: &ModelSignature) -> ApiError {
-    let known: Vec<&str> = signature.inputs.iter().map(|s| s.name.as_str()).collect();
-    ApiError::Mismatch(format!("unknown input '{name}'; the model's inputs are {known:?}"))
-}
-
+/// The data of an input whose header passed the checks: binary (its share of the binary part)
+/// or JSON.
 fn decode_input(
     input: &RawInput<'_>,
-    spec: &TensorSpec,
+    checked: &CheckedInput<'_>,
     binary_part: &mut &[u8],
     json_len: usize,
-    limits: &DecodeLimits,
-) -> Result<Tensor, ApiError> {
+) -> Result<TensorData, ApiError> {
     let name = &input.name;
-    let datatype = DataType::parse(&input.datatype).ok_or_else(|| {
-        ApiError::Malformed(format!("input '{name}' has unknown datatype '{}'", input.datatype))
-    })?;
-    if datatype != spec.datatype {
-        return Err(ApiError::Mismatch(format!(
-            "input '{name}' has datatype {datatype} but the model expects {}",
-            spec.datatype
-        )));
-    }
-    let shape = checked_shape(name, &input.shape, limits)?;
-    if let Some(problem) = spec.shape_mismatch(&shape) {
-        return Err(ApiError::Mismatch(problem));
-    }
-    let count = element_count(&shape).unwrap_or(usize::MAX);
+    let (datatype, count) = (checked.datatype, checked.count);
     let params = input.parameters.as_ref();
     if params.is_some_and(|p| p.shared_memory_region.is_some()) {
+        return Err(validate::no_shared_memory_input(name));
+    }
+    if params.is_some_and(|p| p.binary_data_size.is_some()) && input.data.is_some() {
         return Err(ApiError::Malformed(format!(
-            "input '{name}': the shared-memory extension is not supported; send the data in the request"
+            "input '{name}' has both data and binary_data_size; send one or the other"
         )));
     }
-    let data = match params.and_then(|p| p.binary_data_size) {
-        Some(_) if input.data.is_some() => {
-            return Err(ApiError::Malformed(format!(
-                "input '{name}' has both data and binary_data_size; send one or the other"
-            )));
-        }
+    match params.and_then(|p| p.binary_data_size) {
         Some(size) => {
             let size = usize::try_from(size).unwrap_or(usize::MAX);
             if size > binary_part.len() {
@@ -218,7 +186,7 @@ fn decode_input(
             }
             let (mine, rest) = binary_part.split_at(size);
             *binary_part = rest;
-            binary::decode(name, datatype, count, mine)?
+            binary::decode(name, datatype, count, mine)
         }
         None => {
             let raw = input.data.ok_or_else(|| {
@@ -226,60 +194,11 @@ fn decode_input(
             })?;
             // Every JSON element takes at least one byte: a larger count cannot match this body.
             if count > json_len {
-                return Err(count_mismatch(name, &shape, count, None));
+                return Err(validate::count_mismatch(name, &checked.shape, count, None));
             }
-            decode_json_data(name, datatype, count, raw)?
-        }
-    };
-    if data.len() != count {
-        return Err(count_mismatch(name, &shape, count, Some(data.len())));
-    }
-    if let TensorData::Bytes(elements) = &data {
-        check_strings(name, elements)?;
-    }
-    Ok(Tensor { name: name.to_string(), shape, data })
-}
-
-/// BYTES inputs become ONNX string tensors, which hold UTF-8 text without NUL bytes: anything
-/// else is the client's mistake (400), not an inference failure (500).
-fn check_strings(name: &str, elements: &[Vec<u8>]) -> Result<(), ApiError> {
-    for (i, e) in elements.iter().enumerate() {
-        if std::str::from_utf8(e).is_err() {
-            return Err(ApiError::Malformed(format!(
-                "input '{name}': BYTES element {i} is not valid UTF-8, which an ONNX string tensor requires"
-            )));
-        }
-        if e.contains(&0) {
-            return Err(ApiError::Malformed(format!(
-                "input '{name}': BYTES element {i} contains a NUL byte, which an ONNX string cannot hold"
-            )));
+            decode_json_data(name, datatype, count, raw)
         }
     }
-    Ok(())
-}
-
-fn checked_shape(name: &str, dims: &[i64], limits: &DecodeLimits) -> Result<Vec<usize>, ApiError> {
-    let mut shape = Vec::with_capacity(dims.len());
-    for &d in dims {
-        let d = usize::try_from(d).map_err(|_| {
-            ApiError::Malformed(format!("input '{name}' has a negative dimension in shape {dims:?}"))
-        })?;
-        shape.push(d);
-    }
-    match element_count(&shape) {
-        Some(n) if n <= limits.max_elements => Ok(shape),
-        _ => Err(ApiError::Malformed(format!(
-            "input '{name}' has shape {dims:?}, more than the {} elements a tensor may hold",
-            limits.max_elements
-        ))),
-    }
-}
-
-fn count_mismatch(name: &str, shape: &[usize], expected: usize, got: Option<usize>) -> ApiError {
-    let got = got.map_or_else(|| "fewer".to_string(), |g| g.to_string());
-    ApiError::Malformed(format!(
-        "input '{name}' has shape {shape:?} ({expected} elements) but its data has {got}"
-    ))
 }
 
 fn choose_outputs(
@@ -288,34 +207,17 @@ fn choose_outputs(
     default_binary: bool,
 ) -> Result<Vec<OutputChoice>, ApiError> {
     let Some(requested) = requested.filter(|r| !r.is_empty()) else {
-        return Ok((0..signature.outputs.len())
-            .map(|index| OutputChoice { index, binary: default_binary })
-            .collect());
+        return Ok(validate::all_outputs(signature, default_binary));
     };
     let mut chosen: Vec<OutputChoice> = Vec::with_capacity(requested.len());
     for out in requested {
-        let (index, _) = signature.output(&out.name).ok_or_else(|| {
-            let known: Vec<&str> = signature.outputs.iter().map(|s| s.name.as_str()).collect();
-            ApiError::Mismatch(format!(
-                "unknown requested output '{}'; the model's outputs are {known:?}",
-                out.name
-            ))
-        })?;
+        let index = validate::choose_output(signature, &chosen, &out.name)?;
         let params = out.parameters.as_ref();
         if params.is_some_and(|p| p.classification.is_some()) {
-            return Err(ApiError::Malformed(format!(
-                "output '{}': the classification extension is not supported",
-                out.name
-            )));
+            return Err(validate::no_classification(&out.name));
         }
         if params.is_some_and(|p| p.shared_memory_region.is_some()) {
-            return Err(ApiError::Malformed(format!(
-                "output '{}': the shared-memory extension is not supported",
-                out.name
-            )));
-        }
-        if chosen.iter().any(|c| c.index == index) {
-            return Err(ApiError::Malformed(format!("output '{}' is requested twice", out.name)));
+            return Err(validate::no_shared_memory_output(&out.name));
         }
         let binary = params.and_then(|p| p.binary_data).unwrap_or(default_binary);
         chosen.push(OutputChoice { index, binary });
@@ -507,6 +409,7 @@ fn decode_json_data(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tensor::TensorSpec;
 
     fn sig() -> ModelSignature {
         ModelSignature {

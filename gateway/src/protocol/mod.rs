@@ -1,14 +1,17 @@
 //! The Open Inference Protocol (KServe V2) on the wire: request decoding (JSON, and Triton's
-//! binary tensor data extension), response encoding, metadata documents, and `ApiError` with
-//! its one mapping to HTTP status codes.
+//! binary tensor data extension), response encoding, metadata documents, the validation every
+//! front end applies to an infer request (`validate`), the raw little-endian tensor encoding
+//! that the binary extension and gRPC's raw contents share (`binary`), and `ApiError` with its
+//! one mapping to HTTP status codes (gRPC maps it in `grpc::status`).
 //!
 //! Depends only on `tensor`. Decoding validates everything against the model's signature
 //! before allocating anything sized by the request.
 
-mod binary;
+pub mod binary;
 mod decode;
 mod encode;
 pub mod metadata;
+pub mod validate;
 
 use http::StatusCode;
 
@@ -64,6 +67,11 @@ pub enum ApiError {
     ShuttingDown,
     #[error("{0}")]
     Internal(String),
+    /// A gRPC reply over `max_request_bytes`, which bounds gRPC messages both ways.
+    #[error(
+        "the reply would be {size} bytes, more than the limit of {limit} bytes (server.max_request_bytes bounds gRPC messages both ways); ask for fewer outputs or rows"
+    )]
+    ReplyTooLarge { size: usize, limit: usize },
 }
 
 impl ApiError {
@@ -87,6 +95,8 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            // Only gRPC produces it; a limit the operator set, hit by a valid request.
+            ApiError::ReplyTooLarge { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 

@@ -34,6 +34,8 @@ pub struct TestGateway {
     pub gateway: Option<Gateway>,
     pub data: SocketAddr,
     pub admin: SocketAddr,
+    /// The gRPC listener, when the config sets `grpc_listen`.
+    pub grpc: Option<SocketAddr>,
     pub client: Client<HttpConnector, Full<Bytes>>,
 }
 
@@ -56,8 +58,9 @@ pub async fn start_config(cfg: config::GatewayConfig) -> TestGateway {
     let gateway = Gateway::start(cfg).await.expect("gateway starts");
     let data = gateway.data_addr;
     let admin = gateway.admin_addr;
+    let grpc = gateway.grpc_addr;
     let client = Client::builder(TokioExecutor::new()).build_http();
-    TestGateway { gateway: Some(gateway), data, admin, client }
+    TestGateway { gateway: Some(gateway), data, admin, grpc, client }
 }
 
 pub struct Reply {
@@ -186,9 +189,9 @@ pub async fn start_file(path: &std::path::Path, watch: bool) -> TestGateway {
     let cfg = config::load_file(path, &overrides).unwrap_or_else(|e| panic!("{e}"));
     let source = gateway::reload::ConfigSource::File { path: path.to_path_buf(), overrides };
     let gateway = Gateway::start_with(cfg, source, watch).await.expect("gateway starts");
-    let (data, admin) = (gateway.data_addr, gateway.admin_addr);
+    let (data, admin, grpc) = (gateway.data_addr, gateway.admin_addr, gateway.grpc_addr);
     let client = Client::builder(TokioExecutor::new()).build_http();
-    TestGateway { gateway: Some(gateway), data, admin, client }
+    TestGateway { gateway: Some(gateway), data, admin, grpc, client }
 }
 
 impl TestGateway {
@@ -493,5 +496,26 @@ pub fn assert_outputs(response: &Value, expected: &[Value]) {
                 _ => assert_eq!(a, b, "{}", want["name"]),
             }
         }
+    }
+}
+
+// ---- Additions for the gRPC tests ----
+
+pub mod grpc;
+
+pub type GrpcClient = gateway::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient<
+    tonic::transport::Channel,
+>;
+
+impl TestGateway {
+    /// A client on a fresh HTTP/2 connection to the gRPC listener (which must be on).
+    pub async fn grpc_client(&self) -> GrpcClient {
+        let addr = self.grpc.expect("grpc_listen is set");
+        tokio::time::timeout(Duration::from_secs(30), GrpcClient::connect(format!("http://{addr}")))
+            .await
+            .expect("connected within 30 s")
+            .expect("gRPC connection")
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX)
     }
 }

@@ -1,0 +1,127 @@
+//! The gRPC front end: the Open Inference Protocol's `inference.GRPCInferenceService` (and
+//! Triton's ModelConfig and ModelStreamInfer) on `server.grpc_listen`.
+//!
+//! Owns the service's wiring: the generated server (message size limits both ways =
+//! `max_request_bytes`) behind one tower layer (the in-flight limit shared with HTTP, a debug
+//! span per call, and the size refusal said in our words). Connections are served by
+//! `http::serve`, the same accept loop, timeouts and graceful drain as the HTTP listener: gRPC
+//! is HTTP/2 (prior knowledge). The RPCs are in `service`, tensors in `convert`, metadata and
+//! config in `documents`, error codes in `status`, streaming in `stream`. Uses `protocol`,
+//! `registry`, `inference`; never names ONNX Runtime.
+
+mod convert;
+mod documents;
+mod service;
+mod status;
+mod stream;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+pub use service::{GrpcPlane, InferenceService};
+
+use crate::admission::{Admission, Admitted};
+use crate::http::ConnectionLimits;
+use crate::protocol::ApiError;
+use crate::telemetry::{self, Outcome};
+
+/// The messages, the server trait and the client, generated from `proto/inference.proto` by
+/// `build.rs`.
+#[allow(clippy::all, missing_docs)]
+pub mod proto {
+    tonic::include_proto!("inference");
+}
+
+use proto::grpc_inference_service_server::GrpcInferenceServiceServer;
+
+/// The RPC that admits each of its messages on its own instead of the whole call.
+const STREAM_PATH: &str = "/inference.GRPCInferenceService/ModelStreamInfer";
+
+/// The service for one listener: admission → span → generated server → our RPCs.
+pub fn service(plane: Arc<GrpcPlane>) -> Front<GrpcInferenceServiceServer<InferenceService>> {
+    let limit = plane.max_message_bytes;
+    let admission = plane.admission.clone();
+    let inner = GrpcInferenceServiceServer::new(InferenceService { plane })
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    Front { inner, admission, limit }
+}
+
+/// Serves gRPC on `listener` until `shutdown` turns true, then drains like the HTTP listener.
+pub async fn serve(
+    listener: TcpListener,
+    plane: Arc<GrpcPlane>,
+    limits: ConnectionLimits,
+    shutdown: watch::Receiver<bool>,
+) {
+    crate::http::serve(listener, service(plane), limits, shutdown).await;
+}
+
+/// In front of the generated server: the shared in-flight limit (UNAVAILABLE beyond it), a
+/// span per call, and the one status tonic makes up by itself.
+#[derive(Clone)]
+pub struct Front<S> {
+    inner: S,
+    admission: Arc<Admission>,
+    limit: usize,
+}
+
+type GrpcResponse = http::Response<tonic::body::Body>;
+
+impl<S, B> tower::Service<http::Request<B>> for Front<S>
+where
+    S: tower::Service<http::Request<B>, Response = GrpcResponse, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = GrpcResponse;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<GrpcResponse, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let span = tracing::debug_span!("grpc", method = %req.uri().path());
+        let admitted: Option<Admitted> = if req.uri().path() == STREAM_PATH {
+            None
+        } else {
+            match self.admission.admit() {
+                Ok(a) => Some(a),
+                Err(e) => return Box::pin(async move { Ok(status::of(&e).into_http()) }),
+            }
+        };
+        let fut = self.inner.call(req);
+        let limit = self.limit;
+        Box::pin(
+            async move {
+                let response = fut.await?;
+                drop(admitted);
+                Ok(too_large_in_our_words(response, limit))
+            }
+            .instrument(span),
+        )
+    }
+}
+
+/// tonic refuses a request message over `max_decoding_message_size` itself, before any RPC
+/// runs, with OUT_OF_RANGE and its own wording. Our RPCs never answer OUT_OF_RANGE, so that
+/// code in a trailers-only response is that refusal: answer it as HTTP does (same message,
+/// RESOURCE_EXHAUSTED) and count it.
+fn too_large_in_our_words(response: GrpcResponse, limit: usize) -> GrpcResponse {
+    let out_of_range = i32::from(tonic::Code::OutOfRange).to_string();
+    if response.headers().get("grpc-status").is_some_and(|v| v.as_bytes() == out_of_range.as_bytes()) {
+        let e = ApiError::TooLarge { limit };
+        tracing::debug!(error = %e, "refused");
+        telemetry::count_unrouted(None, Outcome::ClientError);
+        return status::of(&e).into_http();
+    }
+    response
+}

@@ -1,0 +1,269 @@
+//! The RPCs of `inference.GRPCInferenceService`, each a short list of steps over the same
+//! lookups and the same inference flow (`inference`) as the HTTP handlers, so routing, pins,
+//! sticky keys, shadows, batching and metrics cannot differ between the two front ends.
+//!
+//! ModelInfer: pick (one snapshot for the whole request; pin from `model_version` or the pin
+//! metadata entry, sticky key from metadata) → decode → submit to the version's queue (by the
+//! sooner of `request_timeout_ms` and the client's `grpc-timeout`) → encode → record once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::proto::grpc_inference_service_server::GrpcInferenceService;
+use super::proto::*;
+use super::status;
+use super::stream::{self, InferStream};
+use super::{convert, documents};
+use crate::admission::Admission;
+use crate::inference::{self, Inference, Target, outcome_of};
+use crate::protocol::{ApiError, DecodeLimits, metadata, validate};
+use crate::registry::{Registry, ServedModel, ServingSnapshot};
+use crate::telemetry::Outcome;
+
+/// What the RPCs share.
+pub struct GrpcPlane {
+    pub registry: Arc<Registry>,
+    pub inference: Arc<Inference>,
+    pub decode_limits: DecodeLimits,
+    /// `server.max_request_bytes`: the largest message either way.
+    pub max_message_bytes: usize,
+    /// The in-flight limit shared with HTTP (ModelStreamInfer admits each message with it).
+    pub admission: Arc<Admission>,
+}
+
+#[derive(Clone)]
+pub struct InferenceService {
+    pub plane: Arc<GrpcPlane>,
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+fn answer<T>(result: Result<T, ApiError>) -> Reply<T> {
+    result.map(Response::new).map_err(|e| status::of(&e))
+}
+
+/// An optional version field: empty means none.
+fn version_field(v: &str) -> Result<Option<u64>, ApiError> {
+    (!v.is_empty()).then(|| validate::parse_version(v)).transpose()
+}
+
+#[tonic::async_trait]
+impl GrpcInferenceService for InferenceService {
+    async fn server_live(&self, _: Request<ServerLiveRequest>) -> Reply<ServerLiveResponse> {
+        Ok(Response::new(ServerLiveResponse { live: true }))
+    }
+
+    /// Every configured model ready (Triton's strict readiness), as HTTP's 200/503.
+    async fn server_ready(&self, _: Request<ServerReadyRequest>) -> Reply<ServerReadyResponse> {
+        Ok(Response::new(ServerReadyResponse { ready: self.plane.registry.snapshot().all_ready() }))
+    }
+
+    async fn model_ready(&self, request: Request<ModelReadyRequest>) -> Reply<ModelReadyResponse> {
+        answer(model_ready(&self.plane.registry.snapshot(), request.get_ref()))
+    }
+
+    async fn server_metadata(&self, _: Request<ServerMetadataRequest>) -> Reply<ServerMetadataResponse> {
+        Ok(Response::new(documents::server_metadata()))
+    }
+
+    async fn model_metadata(&self, request: Request<ModelMetadataRequest>) -> Reply<ModelMetadataResponse> {
+        answer(model_metadata(&self.plane.registry.snapshot(), request.get_ref()))
+    }
+
+    async fn model_config(&self, request: Request<ModelConfigRequest>) -> Reply<ModelConfigResponse> {
+        answer(model_config(&self.plane.registry.snapshot(), request.get_ref()))
+    }
+
+    async fn model_infer(&self, request: Request<ModelInferRequest>) -> Reply<ModelInferResponse> {
+        let (metadata, _, message) = request.into_parts();
+        let (reply, target) = infer(&self.plane, &metadata, message).await;
+        let mut response = Response::new(reply.map_err(|e| status::of(&e))?);
+        if let Some(target) = target {
+            let headers = response.metadata_mut();
+            headers.insert("x-model-version", MetadataValue::from(target.version.version));
+            headers.insert("x-route-reason", MetadataValue::from_static(target.route.reason.as_str()));
+        }
+        Ok(response)
+    }
+
+    type ModelStreamInferStream = InferStream;
+
+    async fn model_stream_infer(
+        &self,
+        request: Request<Streaming<ModelInferRequest>>,
+    ) -> Reply<Self::ModelStreamInferStream> {
+        let (metadata, _, inbound) = request.into_parts();
+        Ok(Response::new(stream::start(self.plane.clone(), metadata, inbound)))
+    }
+}
+
+fn model_ready(snapshot: &ServingSnapshot, r: &ModelReadyRequest) -> Result<ModelReadyResponse, ApiError> {
+    let version = version_field(&r.version)?;
+    let m = inference::lookup(snapshot, &r.name)?;
+    Ok(ModelReadyResponse { ready: inference::is_ready(m, version) })
+}
+
+fn model_metadata(
+    snapshot: &ServingSnapshot,
+    r: &ModelMetadataRequest,
+) -> Result<ModelMetadataResponse, ApiError> {
+    let version = version_field(&r.version)?;
+    let m = inference::lookup(snapshot, &r.name)?;
+    let v = inference::described_version(m, version)?;
+    let versions = inference::listed_versions(m, version);
+    Ok(documents::model_metadata(&metadata::model(&m.name, &versions, &v.signature)))
+}
+
+fn model_config(snapshot: &ServingSnapshot, r: &ModelConfigRequest) -> Result<ModelConfigResponse, ApiError> {
+    let version = version_field(&r.version)?;
+    let m = inference::lookup(snapshot, &r.name)?;
+    let v = inference::described_version(m, version)?;
+    Ok(ModelConfigResponse { config: Some(documents::model_config(&inference::triton_config(m, v))) })
+}
+
+/// One inference, counted once under its version (or unrouted when none was picked); returns
+/// the target too, for the reply's metadata.
+pub async fn infer(
+    plane: &GrpcPlane,
+    metadata: &MetadataMap,
+    message: ModelInferRequest,
+) -> (Result<ModelInferResponse, ApiError>, Option<Target>) {
+    let snapshot = plane.registry.snapshot();
+    let model = message.model_name.clone();
+    let (m, target) = match pick(&snapshot, &message, metadata) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::debug!(model, error = %e, "refused");
+            inference::count_refused(&snapshot, &model, &e);
+            return (Err(e), None);
+        }
+    };
+    let timeout = snapshot.config.server.request_timeout;
+    let (deadline, by_client) = deadline(metadata, timeout);
+    // Bounded here so that a timeout is counted like any other outcome.
+    let work = run(plane, &snapshot, m, &target, message, deadline);
+    let result = tokio::time::timeout_at(deadline.into(), work)
+        .await
+        .unwrap_or_else(|_| Err(timed_out(by_client, timeout)));
+    let outcome = result.as_ref().map_or_else(outcome_of, |_| Outcome::Ok);
+    plane.inference.finish(&target, outcome);
+    if let Err(e) = &result {
+        if outcome == Outcome::ServerError {
+            tracing::warn!(model, version = target.version.version, error = %e, "inference failed");
+        } else {
+            tracing::debug!(model, version = target.version.version, error = %e, "refused");
+        }
+    }
+    (result, Some(target))
+}
+
+/// The model and the answering version: a non-empty `model_version` pins, else the model's
+/// pin metadata entry, else its split (sticky key from metadata).
+fn pick<'s>(
+    snapshot: &'s ServingSnapshot,
+    message: &ModelInferRequest,
+    metadata: &MetadataMap,
+) -> Result<(&'s ServedModel, Target), ApiError> {
+    inference::check_model_name(&message.model_name)?;
+    let pinned = version_field(&message.model_version)?;
+    let m = inference::model(snapshot, &message.model_name)?;
+    let target = inference::pick(m, pinned, |h| metadata.get(h).map(|v| v.as_bytes()))?;
+    Ok((m, target))
+}
+
+/// Decode → queue → encode; the shadows get their copy once the reply is built.
+async fn run(
+    plane: &GrpcPlane,
+    snapshot: &Arc<ServingSnapshot>,
+    m: &ServedModel,
+    target: &Target,
+    message: ModelInferRequest,
+    deadline: Instant,
+) -> Result<ModelInferResponse, ApiError> {
+    let version = &target.version;
+    let request = convert::decode_request(&message, &version.signature, &plane.decode_limits)?;
+    drop(message); // the raw input buffers: decoded, no longer needed while the model runs
+    let answer = plane.inference.run(target, request.inputs, deadline).await?;
+    // Feedback joins on the request's id (gRPC has no x-request-id of its own).
+    let request_id = request.id.clone();
+    let reply = convert::encode_response(
+        &version.model,
+        version.version,
+        request.id,
+        &answer.outputs,
+        &request.outputs,
+    );
+    let size = prost::Message::encoded_len(&reply);
+    if size > plane.max_message_bytes {
+        return Err(ApiError::ReplyTooLarge { size, limit: plane.max_message_bytes });
+    }
+    let timeout = snapshot.config.server.request_timeout;
+    plane.inference.after_answer(snapshot, m, target, &answer, request_id.as_deref(), timeout);
+    Ok(reply)
+}
+
+/// When the request must be answered: `request_timeout`, or the client's `grpc-timeout` when
+/// that is sooner (then `true`). An unreadable `grpc-timeout` is ignored.
+fn deadline(metadata: &MetadataMap, timeout: Duration) -> (Instant, bool) {
+    let now = Instant::now();
+    match grpc_timeout(metadata) {
+        Some(client) if client < timeout => (now + client, true),
+        _ => (now + timeout, false),
+    }
+}
+
+/// `grpc-timeout`: at most 8 digits and a unit (H, M, S, m, u, n), per the gRPC HTTP/2 spec.
+fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at_checked(value.len().checked_sub(1)?)?;
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+fn timed_out(by_client: bool, timeout: Duration) -> ApiError {
+    if by_client {
+        ApiError::TimedOut(
+            "the request did not finish within the client's deadline (grpc-timeout)".to_string(),
+        )
+    } else {
+        ApiError::TimedOut(format!(
+            "the request did not finish within request_timeout_ms ({} ms)",
+            timeout.as_millis()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_units_parse_and_nonsense_is_ignored() {
+        let parse = |v: &'static str| {
+            let mut m = MetadataMap::new();
+            m.insert("grpc-timeout", MetadataValue::from_static(v));
+            grpc_timeout(&m)
+        };
+        assert_eq!(parse("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        for bad in ["", "m", "123456789m", "10x", "-1S", "1.5S"] {
+            assert_eq!(parse(bad), None, "{bad:?}");
+        }
+    }
+}
