@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The official Triton gRPC client against the gateway: see scripts/compat/README.md.
+#
+#   scripts/compat/run_tritonclient_grpc.sh [GATEWAY_BINARY]     (default: target/debug/gateway)
+#
+# Like run_tritonclient.sh, with scripts/compat/gateway.toml and tritonclient_grpc.py
+# (tritonclient[grpc]==2.51.0 + numpy from PyPI, in a venv created once under /tmp).
+set -uo pipefail
+
+if [[ $# -ge 1 && "$1" != /* && -e "$1" ]]; then
+    set -- "$(pwd)/$1" "${@:2}"
+fi
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$ROOT" || exit 1
+# shellcheck source=scripts/compat/lib.sh
+source scripts/compat/lib.sh
+
+GATEWAY=${1:-target/debug/gateway}
+if [[ ! -x "$GATEWAY" ]]; then
+    echo "no gateway binary at $GATEWAY: build it first (cargo build -p gateway)" >&2
+    exit 2
+fi
+
+VENV=${COMPAT_GRPC_VENV:-/tmp/gateway-compat-tritonclient-grpc-venv}
+compat_venv "$VENV" "tritonclient[grpc]==2.51.0" "numpy<2" || {
+    echo "could not create the Python venv at $VENV" >&2
+    exit 2
+}
+
+PORT=$(compat_free_port)
+ADMIN_PORT=$(compat_free_port)
+GRPC_PORT=$(compat_free_port)
+LOG=$(mktemp "${TMPDIR:-/tmp}/gateway-compat-grpc.XXXXXX.log")
+echo "== gateway $GATEWAY on 127.0.0.1:$PORT (gRPC $GRPC_PORT, admin $ADMIN_PORT), log $LOG"
+compat_start_gateway "$GATEWAY" "$LOG" "127.0.0.1:$PORT" \
+    --config scripts/compat/gateway.toml --no-watch \
+    --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" --grpc-listen "127.0.0.1:$GRPC_PORT" || exit 1
+
+timeout 300 "$VENV/bin/python" scripts/compat/tritonclient_grpc.py --grpc "127.0.0.1:$GRPC_PORT" --http "127.0.0.1:$PORT" > "$LOG.out" 2>&1
+status=$?
+grep -v "^ok  " "$LOG.out"
+
+compat_stop_gateway
+if [[ "$COMPAT_GATEWAY_EXIT" != 0 ]]; then
+    echo "FAIL the gateway exited with status $COMPAT_GATEWAY_EXIT after SIGTERM (expected 0); log tail:" >&2
+    tail -n 20 "$LOG" >&2
+    status=1
+fi
+if grep -q "panicked" "$LOG"; then
+    echo "FAIL the gateway log shows a panic:" >&2
+    grep -n -A5 "panicked" "$LOG" >&2
+    status=1
+fi
+if [[ $status == 0 ]]; then
+    rm -f "$LOG" "$LOG.out"
+    echo "run_tritonclient_grpc: OK"
+else
+    echo "run_tritonclient_grpc: FAILED (logs kept at $LOG and $LOG.out)"
+fi
+exit "$status"
