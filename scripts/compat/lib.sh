@@ -75,3 +75,39 @@ compat_start_gateway() {
     tail -n 40 "$log" >&2
     return 1
 }
+
+# compat_binary PATH: prints the gateway binary to test (PATH, default target/debug/gateway);
+# fails when it is not built.
+compat_binary() {
+    local binary=${1:-target/debug/gateway}
+    if [[ ! -x "$binary" ]]; then
+        echo "no gateway binary at $binary: build it first (cargo build -p gateway)" >&2
+        return 2
+    fi
+    echo "$binary"
+}
+
+# compat_finish NAME STATUS LOG: stops the gateway, turns a non-zero exit after SIGTERM or a
+# panic in LOG into a failure, prints NAME's verdict and exits with the final status (the log
+# is removed on success, kept on failure).
+compat_finish() {
+    local name=$1 status=$2 log=$3
+    compat_stop_gateway
+    if [[ "$COMPAT_GATEWAY_EXIT" != 0 ]]; then
+        echo "FAIL the gateway exited with status $COMPAT_GATEWAY_EXIT after SIGTERM (expected 0); log tail:" >&2
+        tail -n 20 "$log" >&2
+        status=1
+    fi
+    if grep -q "panicked" "$log"; then
+        echo "FAIL the gateway log shows a panic:" >&2
+        grep -n -A5 "panicked" "$log" >&2
+        status=1
+    fi
+    if [[ $status == 0 ]]; then
+        rm -f "$log" "$log.out"
+        echo "$name: OK"
+    else
+        echo "$name: FAILED (gateway log kept at $log)"
+    fi
+    exit "$status"
+}

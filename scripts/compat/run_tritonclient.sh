@@ -20,11 +20,7 @@ cd "$ROOT" || exit 1
 # shellcheck source=scripts/compat/lib.sh
 source scripts/compat/lib.sh
 
-GATEWAY=${1:-target/debug/gateway}
-if [[ ! -x "$GATEWAY" ]]; then
-    echo "no gateway binary at $GATEWAY: build it first (cargo build -p gateway)" >&2
-    exit 2
-fi
+GATEWAY=$(compat_binary "${1:-}") || exit 2
 
 VENV=${COMPAT_VENV:-/tmp/gateway-compat-tritonclient-venv}
 compat_venv "$VENV" "tritonclient[http]==2.51.0" "numpy<2" || {
@@ -45,21 +41,4 @@ quiet=(--quiet)
 timeout 300 "$VENV/bin/python" scripts/compat/tritonclient_http.py --url "127.0.0.1:$PORT" "${quiet[@]}"
 status=$?
 
-compat_stop_gateway
-if [[ "$COMPAT_GATEWAY_EXIT" != 0 ]]; then
-    echo "FAIL the gateway exited with status $COMPAT_GATEWAY_EXIT after SIGTERM (expected 0); log tail:" >&2
-    tail -n 20 "$LOG" >&2
-    status=1
-fi
-if grep -q "panicked" "$LOG"; then
-    echo "FAIL the gateway log shows a panic:" >&2
-    grep -n -A5 "panicked" "$LOG" >&2
-    status=1
-fi
-if [[ $status == 0 ]]; then
-    rm -f "$LOG"
-    echo "run_tritonclient: OK"
-else
-    echo "run_tritonclient: FAILED (gateway log kept at $LOG)"
-fi
-exit "$status"
+compat_finish run_tritonclient "$status" "$LOG"

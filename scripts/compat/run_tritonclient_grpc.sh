@@ -15,11 +15,7 @@ cd "$ROOT" || exit 1
 # shellcheck source=scripts/compat/lib.sh
 source scripts/compat/lib.sh
 
-GATEWAY=${1:-target/debug/gateway}
-if [[ ! -x "$GATEWAY" ]]; then
-    echo "no gateway binary at $GATEWAY: build it first (cargo build -p gateway)" >&2
-    exit 2
-fi
+GATEWAY=$(compat_binary "${1:-}") || exit 2
 
 VENV=${COMPAT_GRPC_VENV:-/tmp/gateway-compat-tritonclient-grpc-venv}
 compat_venv "$VENV" "tritonclient[grpc]==2.51.0" "numpy<2" || {
@@ -40,21 +36,4 @@ timeout 300 "$VENV/bin/python" scripts/compat/tritonclient_grpc.py --grpc "127.0
 status=$?
 grep -v "^ok  " "$LOG.out"
 
-compat_stop_gateway
-if [[ "$COMPAT_GATEWAY_EXIT" != 0 ]]; then
-    echo "FAIL the gateway exited with status $COMPAT_GATEWAY_EXIT after SIGTERM (expected 0); log tail:" >&2
-    tail -n 20 "$LOG" >&2
-    status=1
-fi
-if grep -q "panicked" "$LOG"; then
-    echo "FAIL the gateway log shows a panic:" >&2
-    grep -n -A5 "panicked" "$LOG" >&2
-    status=1
-fi
-if [[ $status == 0 ]]; then
-    rm -f "$LOG" "$LOG.out"
-    echo "run_tritonclient_grpc: OK"
-else
-    echo "run_tritonclient_grpc: FAILED (logs kept at $LOG and $LOG.out)"
-fi
-exit "$status"
+compat_finish run_tritonclient_grpc "$status" "$LOG"

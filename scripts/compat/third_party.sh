@@ -22,11 +22,7 @@ cd "$ROOT" || exit 1
 # shellcheck source=scripts/compat/lib.sh
 source scripts/compat/lib.sh
 
-GATEWAY=${1:-target/debug/gateway}
-if [[ ! -x "$GATEWAY" ]]; then
-    echo "no gateway binary at $GATEWAY: build it first (cargo build -p gateway)" >&2
-    exit 2
-fi
+GATEWAY=$(compat_binary "${1:-}") || exit 2
 
 # The wheels whose .onnx files are served. onnx 1.17.0 is the source of ONNX's backend node
 # tests (model + input .pb files); newer onnx wheels no longer ship them.
@@ -94,16 +90,5 @@ timeout 900 "$VENV/bin/python" scripts/compat/third_party.py check --url "127.0.
     --admin "127.0.0.1:$ADMIN_PORT" --repo "$REPO" --work "$WORK" --report "$REPORT"
 status=$?
 
-compat_stop_gateway
-if [[ "$COMPAT_GATEWAY_EXIT" != 0 ]]; then
-    echo "FAIL the gateway exited with status $COMPAT_GATEWAY_EXIT after SIGTERM (expected 0)" >&2
-    status=1
-fi
-if grep -q "panicked" "$LOG"; then
-    echo "FAIL the gateway log shows a panic:" >&2
-    grep -n -A5 "panicked" "$LOG" >&2
-    status=1
-fi
-echo "report: $REPORT (per-model JSON: $REPORT.json), gateway log: $LOG"
-[[ $status == 0 ]] && echo "third_party: OK" || echo "third_party: FAILED"
-exit "$status"
+echo "report: $REPORT (per-model JSON: $REPORT.json)"
+compat_finish third_party "$status" "$LOG"
