@@ -56,8 +56,8 @@ def load(name):
     rows = []
     for path in sorted(glob.glob(f"{out}/{name}.*.json")):
         r = json.load(open(path))
-        lat = r.get("latency_us", r.get("latency", {}))
-        rows.append((lat.get("p50"), lat.get("p99"), r.get("errors_total", sum(e.get("count", 0) for e in r.get("errors", [])))))
+        lat = r.get("latency_us", {})
+        rows.append((lat.get("p50"), lat.get("p99"), r.get("errors", 0)))
     return rows
 def metric(name, pattern):
     total = 0.0
