@@ -267,3 +267,31 @@ async fn a_slow_shadow_over_its_budget_is_dropped_and_counted() {
     assert!(metric(&text, "gateway_shadow_requests_total", &dropped) >= 1.0, "{text}");
     gw.stop().await;
 }
+
+/// The scheduling policy of this process's thread named `name` (field 41 of
+/// /proc/self/task/*/stat: 0 normal, 5 idle).
+fn thread_policy(name: &str) -> Option<u32> {
+    std::fs::read_dir("/proc/self/task").ok()?.flatten().find_map(|t| {
+        let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+        if comm.trim() != name {
+            return None;
+        }
+        let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+        // Fields after the ")" that closes the name; policy is field 41 overall.
+        let rest = stat.rsplit_once(')')?.1;
+        rest.split_whitespace().nth(41 - 3)?.parse().ok()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_only_versions_run_at_idle_cpu_priority() {
+    let gw = common::start(&mirror_config(2, 4)).await;
+    // The worker lowers its own priority as it starts: poll (bounded) until it has.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while thread_policy("ort-mirror-v2-0") != Some(5) {
+        assert!(std::time::Instant::now() < deadline, "the shadow's worker never ran at SCHED_IDLE");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(thread_policy("ort-mirror-v1-0"), Some(0), "the primary's worker runs normally");
+    gw.stop().await;
+}

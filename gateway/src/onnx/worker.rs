@@ -25,6 +25,7 @@ pub fn spawn_workers(
     sessions: Vec<OnnxSession>,
     receiver: QueueReceiver,
     policy: BatchPolicy,
+    background: bool,
     metrics: &VersionMetrics,
 ) -> Result<WorkerPool, OnnxError> {
     let mut threads = Vec::with_capacity(sessions.len());
@@ -34,11 +35,30 @@ pub fn spawn_workers(
         let batchable = session.signature().is_batchable();
         let thread = std::thread::Builder::new()
             .name(format!("ort-{label}-{i}"))
-            .spawn(move || batching::serve(receiver, &mut session, policy, batchable, &metrics))
+            .spawn(move || {
+                if background {
+                    lower_priority();
+                }
+                batching::serve(receiver, &mut session, policy, batchable, &metrics)
+            })
             .map_err(|e| OnnxError::Run { reason: format!("cannot start a worker thread: {e}") })?;
         threads.push(thread);
     }
     Ok(WorkerPool { threads })
+}
+
+/// Moves the calling thread to the idle scheduling class (Linux `SCHED_IDLE`): it runs only on
+/// CPU time nothing else wants. ONNX Runtime runs a session with one intra-op thread on the
+/// calling thread, so with `intra_op_threads = 1` the whole model run is covered.
+fn lower_priority() {
+    use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
+    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+    let native = thread_priority::thread_native_id();
+    if let Err(e) = thread_priority::set_thread_priority_and_policy(native, ThreadPriority::Min, idle) {
+        tracing::warn!(
+            "could not lower a shadow worker's CPU priority ({e:?}); it competes with live traffic"
+        );
+    }
 }
 
 impl WorkerPool {

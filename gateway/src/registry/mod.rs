@@ -303,6 +303,15 @@ fn monitor_problems(model: &ModelConfig, versions: &BTreeMap<u64, Arc<ServedVers
         .collect()
 }
 
+/// True when `version` serves `model` only as a shadow (no live traffic, no pins).
+fn is_shadow_only(model: &ModelConfig, version: u64) -> bool {
+    let r = &model.routing;
+    r.shadows.iter().any(|s| s.version == version)
+        && r.primary != version
+        && !r.candidates.iter().any(|c| c.version == version)
+        && !r.pin_only.contains(&version)
+}
+
 pub fn version_key(config: &GatewayConfig, model: &ModelConfig, version: u64) -> VersionKey {
     VersionKey {
         path: model.model_path(version),
@@ -312,6 +321,7 @@ pub fn version_key(config: &GatewayConfig, model: &ModelConfig, version: u64) ->
             max_queue_delay: model.batching.max_queue_delay,
             max_queue: model.batching.max_queue,
         },
+        background: is_shadow_only(model, version),
         options: SessionOptions {
             intra_op_threads: config.runtime.intra_op_threads,
             intra_op_spinning: config.runtime.intra_op_spinning,

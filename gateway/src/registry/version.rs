@@ -17,6 +17,9 @@ pub struct VersionKey {
     pub instances: usize,
     pub policy: BatchPolicy,
     pub options: SessionOptions,
+    /// Only a shadow: its worker threads run at idle CPU priority, so they use what live
+    /// traffic leaves and never take a core from it. A version that becomes live is rebuilt.
+    pub background: bool,
 }
 
 pub struct ServedVersion {
@@ -52,8 +55,14 @@ impl ServedVersion {
             .ok_or_else(|| OnnxError::Load { path: key.path.clone(), reason: "no session".to_string() })?;
         let metrics = VersionMetrics::new(model, version);
         let (queue, receiver) = batching::queue(&key.policy);
-        let workers =
-            spawn_workers(&format!("{model}-v{version}"), sessions, receiver, key.policy, &metrics)?;
+        let workers = spawn_workers(
+            &format!("{model}-v{version}"),
+            sessions,
+            receiver,
+            key.policy,
+            key.background,
+            &metrics,
+        )?;
         tracing::info!(
             model,
             version,
