@@ -40,6 +40,19 @@ pub struct Latency {
     pub mean: f64,
 }
 
+impl Latency {
+    fn of(h: &hdrhistogram::Histogram<u64>) -> Latency {
+        Latency {
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p99_9: h.value_at_quantile(0.999),
+            max: h.max(),
+            mean: h.mean(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ErrorCount {
     pub status: u16,
@@ -58,6 +71,11 @@ pub struct Report {
     pub throughput_rps: f64,
     pub rows_per_s: f64,
     pub latency_us: Latency,
+    /// Only when some requests failed: latency of the successful ones and of the failed ones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ok_us: Option<Latency>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_errors_us: Option<Latency>,
     pub errors_by_kind: Vec<ErrorCount>,
     pub versions: BTreeMap<String, u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -70,15 +88,10 @@ impl Report {
         let secs = elapsed.as_secs_f64().max(1e-9);
         let requests = stats.requests();
         let throughput = requests as f64 / secs;
-        let h = &stats.latency_us;
-        let latency_us = Latency {
-            p50: h.value_at_quantile(0.5),
-            p90: h.value_at_quantile(0.9),
-            p99: h.value_at_quantile(0.99),
-            p99_9: h.value_at_quantile(0.999),
-            max: h.max(),
-            mean: h.mean(),
-        };
+        let latency_us = Latency::of(&stats.latency_us);
+        let split = requests > stats.ok;
+        let latency_ok_us = split.then(|| Latency::of(&stats.ok_latency_us));
+        let latency_errors_us = split.then(|| Latency::of(&stats.error_latency_us));
         let mut errors_by_kind: Vec<ErrorCount> = stats
             .errors
             .iter()
@@ -99,6 +112,8 @@ impl Report {
             errors: requests - stats.ok,
             throughput_rps: throughput,
             latency_us,
+            latency_ok_us,
+            latency_errors_us,
             errors_by_kind,
             versions,
             open_loop: open_loop.map(|(target_rps, max_backlog, dropped)| OpenLoop {
@@ -135,6 +150,15 @@ impl Report {
             "  latency us  p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  mean {:.1}",
             l.p50, l.p90, l.p99, l.p99_9, l.max, l.mean
         );
+        for (label, split) in [("ok", &self.latency_ok_us), ("errors", &self.latency_errors_us)] {
+            if let Some(l) = split {
+                let _ = writeln!(
+                    out,
+                    "    {label:<9} p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  mean {:.1}",
+                    l.p50, l.p90, l.p99, l.p99_9, l.max, l.mean
+                );
+            }
+        }
         self.write_open_loop(&mut out);
         self.write_versions(&mut out);
         for e in &self.errors_by_kind {
@@ -208,5 +232,17 @@ mod tests {
         assert_eq!(json["open_loop"]["target_rps"], 600.0);
         assert_eq!(json["errors_by_kind"][0]["status"], 503);
         assert_eq!(json["versions"]["1"], 1000);
+        // Some failed: the latency is also given split by outcome.
+        assert_eq!(json["latency_errors_us"]["max"], 50);
+        assert!((499..=501).contains(&r.latency_ok_us.as_ref().unwrap().p50));
+    }
+
+    #[test]
+    fn no_split_latency_when_nothing_failed() {
+        let mut s = Stats::new().unwrap();
+        s.record(Duration::from_micros(10), Outcome::Ok { version: None });
+        let r = Report::new(setup(), &s, Duration::from_secs(1), None);
+        let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert!(json.get("latency_ok_us").is_none() && json.get("latency_errors_us").is_none());
     }
 }

@@ -29,6 +29,10 @@ pub enum Outcome {
 #[derive(Debug, Clone)]
 pub struct Stats {
     pub latency_us: Histogram<u64>,
+    /// The same latencies split by outcome: successful answers, and everything else (to tell
+    /// how fast refusals come back from how fast admitted requests are served).
+    pub ok_latency_us: Histogram<u64>,
+    pub error_latency_us: Histogram<u64>,
     pub ok: u64,
     pub errors: HashMap<(u16, String), u64>,
     pub versions: HashMap<String, u64>,
@@ -36,8 +40,15 @@ pub struct Stats {
 
 impl Stats {
     pub fn new() -> Result<Self, String> {
-        let latency_us = Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).map_err(|e| e.to_string())?;
-        Ok(Self { latency_us, ok: 0, errors: HashMap::new(), versions: HashMap::new() })
+        let histogram = || Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).map_err(|e| e.to_string());
+        Ok(Self {
+            latency_us: histogram()?,
+            ok_latency_us: histogram()?,
+            error_latency_us: histogram()?,
+            ok: 0,
+            errors: HashMap::new(),
+            versions: HashMap::new(),
+        })
     }
 
     /// Records one completed request.
@@ -46,11 +57,15 @@ impl Stats {
         self.latency_us.saturating_record(us);
         match outcome {
             Outcome::Ok { version } => {
+                self.ok_latency_us.saturating_record(us);
                 self.ok += 1;
                 let key = version.unwrap_or_else(|| "(unknown)".into());
                 bump(&mut self.versions, key, 1);
             }
-            Outcome::Failed { status, error } => bump(&mut self.errors, (status, error), 1),
+            Outcome::Failed { status, error } => {
+                self.error_latency_us.saturating_record(us);
+                bump(&mut self.errors, (status, error), 1)
+            }
         }
     }
 
@@ -62,6 +77,8 @@ impl Stats {
     /// Folds `other` into `self`.
     pub fn merge(&mut self, other: &Stats) -> Result<(), String> {
         self.latency_us.add(&other.latency_us).map_err(|e| e.to_string())?;
+        self.ok_latency_us.add(&other.ok_latency_us).map_err(|e| e.to_string())?;
+        self.error_latency_us.add(&other.error_latency_us).map_err(|e| e.to_string())?;
         self.ok += other.ok;
         for (k, n) in &other.errors {
             bump(&mut self.errors, k.clone(), *n);
