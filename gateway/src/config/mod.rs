@@ -115,9 +115,8 @@ pub struct RuntimeConfig {
     pub intra_op_threads: usize,
     /// Whether those threads spin while waiting for work (burns CPU the HTTP side needs).
     pub intra_op_spinning: bool,
-    /// Async (HTTP, gRPC) threads; 0 means one per core. The ONNX Runtime worker threads come
-    /// on top: on a small machine the defaults let both share the cores, on a large one give
-    /// heavy models more `instances` and the async side a share (see README, Performance).
+    /// Async (HTTP, gRPC) threads; 0 (the default) means half the cores, at least one: the
+    /// ONNX Runtime worker threads (one per instance per version) get the rest.
     pub io_threads: usize,
 }
 
