@@ -150,11 +150,7 @@ mod tests {
     use gateway::tensor::TensorSpec;
 
     fn dense_like() -> ModelSignature {
-        let spec = |name: &str, width| TensorSpec {
-            name: name.into(),
-            datatype: DataType::F32,
-            shape: vec![-1, width],
-        };
+        let spec = |name: &str, width| TensorSpec::new(name, DataType::F32, vec![-1, width]);
         ModelSignature { inputs: vec![spec("input", 4)], outputs: vec![spec("output", 2)] }
     }
 
