@@ -33,6 +33,7 @@ fn served(max_batch_size: usize, delay_us: u64) -> Arc<ServedVersion> {
             max_queue: 1024,
         },
         options: SessionOptions::default(),
+        background: false,
     };
     Arc::new(ServedVersion::load(MODEL, 1, key).expect("load the version"))
 }
