@@ -1,7 +1,8 @@
 //! Delayed labels: recent predictions kept by request id (bounded in number and age) so a
 //! ground-truth label arriving later can be joined to what the model said.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque, hash_map};
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -39,8 +40,9 @@ pub struct Store {
     inner: Mutex<Entries>,
 }
 
-/// The entries by id, and their ids in insertion order (for forgetting the oldest).
-type Entries = (HashMap<String, Entry>, VecDeque<(String, Instant)>);
+/// The entries by id, and their ids in insertion order (for forgetting the oldest). The id is
+/// allocated once and shared by both.
+type Entries = (HashMap<Arc<str>, Entry>, VecDeque<(Arc<str>, Instant)>);
 
 impl Store {
     pub fn new(ttl: Duration, capacity: usize) -> Store {
@@ -53,12 +55,15 @@ impl Store {
         while map.len() >= self.capacity {
             let Some((old, at)) = order.pop_front() else { break };
             // Only remove the entry this queue slot belongs to (the id may have been reused).
-            if map.get(&old).is_some_and(|e| e.at == at) {
-                map.remove(&old);
+            if let hash_map::Entry::Occupied(e) = map.entry(old)
+                && e.get().at == at
+            {
+                e.remove();
             }
         }
-        order.push_back((id.to_string(), now));
-        map.insert(id.to_string(), Entry { prediction, at: now, labelled: false });
+        let id: Arc<str> = Arc::from(id);
+        order.push_back((id.clone(), now));
+        map.insert(id, Entry { prediction, at: now, labelled: false });
     }
 
     /// Finds the prediction for `id` and, when it has `rows` rows, marks it labelled (a second

@@ -113,7 +113,10 @@ impl Monitor {
 
     fn capture_baseline(&self, model: &str, cfg: &MonitorConfig, rows: &[Row]) {
         let Ok(mut baselines) = self.baselines.lock() else { return };
-        let baseline = baselines.entry(model.to_string()).or_insert_with(|| initial_baseline(model, cfg));
+        let Some(baseline) = baseline_of(&mut baselines, model, cfg) else { return };
+        if baseline.ready().is_some() {
+            return;
+        }
         for r in rows {
             if let Some(b) = bin(r.score, cfg.range) {
                 baseline.capture(b);
@@ -124,7 +127,7 @@ impl Monitor {
     fn update_psi(&self, watch: &Watch, model: &str, cfg: &MonitorConfig) {
         let baseline = {
             let Ok(mut baselines) = self.baselines.lock() else { return };
-            let b = baselines.entry(model.to_string()).or_insert_with(|| initial_baseline(model, cfg));
+            let Some(b) = baseline_of(&mut baselines, model, cfg) else { return };
             match b.ready() {
                 Some(p) => *p,
                 None => return,
@@ -273,6 +276,18 @@ fn parse_labels(label: &serde_json::Value) -> Result<Vec<u64>, ApiError> {
         serde_json::Value::Array(items) => items.iter().map(|v| one(v).ok_or_else(bad)).collect(),
         v => one(v).map(|l| vec![l]).ok_or_else(bad),
     }
+}
+
+/// `model`'s baseline, created on first use (looked up without allocating afterwards).
+fn baseline_of<'a>(
+    baselines: &'a mut HashMap<String, Baseline>,
+    model: &str,
+    cfg: &MonitorConfig,
+) -> Option<&'a mut Baseline> {
+    if !baselines.contains_key(model) {
+        baselines.insert(model.to_string(), initial_baseline(model, cfg));
+    }
+    baselines.get_mut(model)
 }
 
 fn initial_baseline(model: &str, cfg: &MonitorConfig) -> Baseline {
