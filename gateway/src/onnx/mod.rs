@@ -12,7 +12,7 @@ mod worker;
 
 use std::path::PathBuf;
 
-pub use runtime::{candidates as library_candidates, environment};
+pub use runtime::environment;
 pub use session::OnnxSession;
 pub use worker::{WorkerPool, spawn_workers};
 

@@ -53,7 +53,7 @@ fn forward_log(level: ort::logging::LogLevel, _category: &str, _id: &str, locati
 }
 
 /// The candidate library paths, in the order they are tried.
-pub fn candidates() -> Vec<PathBuf> {
+fn candidates() -> Vec<PathBuf> {
     let mut paths = Vec::new();
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
         // When set, it is the only place looked: an operator who points somewhere means it.

@@ -69,10 +69,6 @@ impl Reloader {
         Reloader { registry, source }
     }
 
-    pub fn source(&self) -> &ConfigSource {
-        &self.source
-    }
-
     pub async fn reload(&self, trigger: &str) -> Result<ReloadReport, ReloadRefused> {
         // One change at a time (reloads and rollout steps): a second trigger waits, then
         // reloads the newest file.
