@@ -1,5 +1,5 @@
 //! Memory across hot swaps: reloads a gateway 500 times, alternating configs that load and
-//! unload model versions (the 2.6 MB dense model among them), and prints the process's resident
+//! unload model versions (the 9.5 MB dense model among them), and prints the process's resident
 //! memory every 50 reloads. Freed versions must give their memory back: the numbers stay flat.
 //!
 //! `cargo run --release -p gateway --example reload_memory [reloads]`
