@@ -16,6 +16,7 @@ use crate::protocol::{ApiError, metadata};
 use crate::registry::{ServedModel, ServedVersion, ServingSnapshot};
 use crate::routing::{Route, RouteReason};
 use crate::shadow::{OnOutputs, Shadows};
+use crate::telemetry::stats::ModelStats;
 use crate::telemetry::{self, Outcome, Role};
 use crate::tensor::Tensor;
 
@@ -80,6 +81,18 @@ pub fn listed_versions(m: &ServedModel, version: Option<u64>) -> Vec<u64> {
         Some(v) => vec![v],
         None => m.versions.keys().copied().collect(),
     }
+}
+
+/// Triton's statistics of every served version of `m`, or of the one asked for.
+pub fn statistics(m: &ServedModel, version: Option<u64>) -> Result<Vec<ModelStats>, ApiError> {
+    let versions: Vec<&Arc<ServedVersion>> = match version {
+        Some(v) => vec![
+            m.version(v)
+                .ok_or_else(|| ApiError::UnknownVersion { model: m.name.clone(), version: v.to_string() })?,
+        ],
+        None => m.versions.values().collect(),
+    };
+    Ok(versions.into_iter().map(|v| v.metrics.stats.snapshot(&m.name, v.version)).collect())
 }
 
 /// Whether the model (and the version asked for, when one is) can take requests.
@@ -159,6 +172,7 @@ impl Inference {
             .await
             .map_err(|e| infer_error(e, &target.version))?;
         target.version.metrics.role(target.route.role).queue.record(done.queue_time.as_secs_f64());
+        target.version.metrics.stats.record_answered(done.queue_time, done.inference_time);
         Ok(Answer { inputs, outputs: Arc::new(done.outputs) })
     }
 
@@ -226,6 +240,7 @@ impl Inference {
     pub fn finish(&self, target: &Target, outcome: Outcome) {
         let elapsed = target.started.elapsed();
         target.version.metrics.role(target.route.role).finish(outcome, elapsed);
+        target.version.metrics.stats.record_request(outcome == Outcome::Ok, elapsed);
         self.monitor.record_request(
             &target.version.model,
             target.version.version,

@@ -643,3 +643,33 @@ async fn no_grpc_listener_without_grpc_listen() {
     assert!(gw.grpc.is_none());
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_statistics_are_the_http_figures() {
+    let _serial = common::exclusive().await;
+    let (gw, mut c) = start(&all_models(), "").await;
+    let reply = gw.infer("credit-scoring", &common::credit_request(3)).await;
+    assert_eq!(reply.status, 200);
+    let req = ModelStatisticsRequest { name: "credit-scoring".into(), version: "1".into() };
+    let got = c.model_statistics(req).await.unwrap().into_inner().model_stats;
+    let http = gw.get("/v2/models/credit-scoring/versions/1/stats").await.json();
+    let want = &http["model_stats"][0];
+    assert_eq!(got.len(), 1);
+    let s = &got[0];
+    assert_eq!((s.name.as_str(), s.version.as_str()), ("credit-scoring", "1"));
+    assert_eq!(json!(s.inference_count), want["inference_count"]);
+    assert_eq!(json!(s.execution_count), want["execution_count"]);
+    assert_eq!(json!(s.last_inference), want["last_inference"]);
+    let i = s.inference_stats.as_ref().unwrap();
+    let success = i.success.as_ref().unwrap();
+    assert_eq!(json!({"count": success.count, "ns": success.ns}), want["inference_stats"]["success"]);
+    assert_eq!(success.count, 1);
+    assert_eq!(s.batch_stats.len(), want["batch_stats"].as_array().unwrap().len());
+
+    let every = c.model_statistics(ModelStatisticsRequest::default()).await.unwrap().into_inner();
+    assert!(every.model_stats.iter().any(|s| s.name == "dense"));
+    let missing =
+        refused(c.model_statistics(ModelStatisticsRequest { name: "nope".into(), version: "".into() }).await);
+    assert_eq!(missing.code(), Code::NotFound);
+    gw.stop().await;
+}

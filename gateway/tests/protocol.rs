@@ -2,7 +2,7 @@
 //! server metadata and health, model metadata, readiness and Triton's model configuration,
 //! routed and pinned inference with their headers, request ids, output selection, nested and
 //! flat JSON data, 0-d, BYTES and every numeric datatype, several inputs and outputs, a
-//! control-flow model, and every entry of `models/tests/reference.json` (Python onnxruntime's
+//! control-flow model, Triton's statistics extension, and every entry of `models/tests/reference.json` (Python onnxruntime's
 //! answers) reproduced by the gateway.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -43,7 +43,7 @@ async fn server_metadata_names_the_gateway_and_its_extensions() {
     assert_eq!(v["name"], "gateway");
     assert!(!v["version"].as_str().unwrap().is_empty(), "{v}");
     let extensions = v["extensions"].as_array().unwrap();
-    for e in ["binary_tensor_data", "model_configuration"] {
+    for e in ["binary_tensor_data", "model_configuration", "statistics"] {
         assert!(extensions.contains(&json!(e)), "{v}");
     }
     gw.stop().await;
@@ -452,4 +452,72 @@ async fn compressed_requests_are_decoded_and_bombs_refused() {
     assert_eq!(bomb.status, 413);
     let br = gw.post("/v2/models/credit-scoring/infer", body, &[("content-encoding", "br")]).await;
     assert_eq!(br.status, 415, "{}", br.error());
+}
+
+/// The one entry of `model_stats` for `version`.
+fn stats_of(v: &Value, version: &str) -> Value {
+    let all = v["model_stats"].as_array().unwrap();
+    all.iter().find(|s| s["version"] == version).cloned().unwrap_or_else(|| panic!("no v{version} in {v}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistics_count_requests_runs_and_rows_per_version() {
+    let gw = start_all().await;
+    ok(&gw.infer("credit-scoring", &common::credit_request(2)).await);
+    ok(&gw.infer("credit-scoring", &common::credit_request(3)).await);
+    ok(&gw.post_json("/v2/models/credit-scoring/versions/2/infer", &common::credit_request(1)).await);
+
+    let v = ok(&gw.get("/v2/models/credit-scoring/stats").await);
+    assert_eq!(v["model_stats"].as_array().unwrap().len(), 3, "every served version: {v}");
+    let v1 = stats_of(&v, "1");
+    assert_eq!(v1["name"], "credit-scoring");
+    let inference = &v1["inference_stats"];
+    assert_eq!(inference["success"]["count"], 2, "{v1}");
+    assert!(inference["success"]["ns"].as_u64().unwrap() > 0, "{v1}");
+    assert_eq!(inference["fail"]["count"], 0);
+    assert_eq!(inference["queue"]["count"], 2);
+    assert_eq!(inference["compute_infer"]["count"], 2);
+    assert!(inference["compute_infer"]["ns"].as_u64().unwrap() > 0);
+    // The success time covers the queue and the run.
+    assert!(
+        inference["success"]["ns"].as_u64().unwrap()
+            >= inference["queue"]["ns"].as_u64().unwrap()
+                + inference["compute_infer"]["ns"].as_u64().unwrap() / 2,
+        "{v1}"
+    );
+    assert_eq!(v1["inference_count"], 5, "rows: {v1}");
+    let runs = v1["execution_count"].as_u64().unwrap();
+    assert!((1..=2).contains(&runs), "{v1}");
+    let batches = v1["batch_stats"].as_array().unwrap();
+    let rows: u64 = batches
+        .iter()
+        .map(|b| b["batch_size"].as_u64().unwrap() * b["compute_infer"]["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(rows, 5, "{v1}");
+    assert!(v1["last_inference"].as_u64().unwrap() > 1_700_000_000_000, "ms since the epoch: {v1}");
+
+    let v2 = stats_of(&v, "2");
+    assert_eq!(
+        (v2["inference_stats"]["success"]["count"].clone(), v2["inference_count"].clone()),
+        (json!(1), json!(1))
+    );
+    let v3 = stats_of(&v, "3");
+    assert_eq!((v3["execution_count"].clone(), v3["last_inference"].clone()), (json!(0), json!(0)));
+
+    let one = ok(&gw.get("/v2/models/credit-scoring/versions/2/stats").await);
+    assert_eq!(one["model_stats"].as_array().unwrap().len(), 1);
+    assert_eq!(stats_of(&one, "2")["inference_count"], 1);
+
+    let all = ok(&gw.get("/v2/models/stats").await);
+    let names: std::collections::BTreeSet<&str> =
+        all["model_stats"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert!(
+        names.contains("credit-scoring") && names.contains("dense") && names.contains("strings"),
+        "{all}"
+    );
+
+    assert_eq!(gw.get("/v2/models/nope/stats").await.status, 404);
+    assert_eq!(gw.get("/v2/models/credit-scoring/versions/9/stats").await.status, 404);
+    assert_eq!(gw.post_json("/v2/models/stats", &json!({})).await.status, 405);
+    gw.stop().await;
 }

@@ -188,6 +188,15 @@ def check_stream(client):
     check("stream: the failure comes back as an error", len(errors) == 1 and "unknown model 'nope'" in errors[0], errors)
 
 
+def check_statistics(client):
+    stats = client.get_inference_statistics("credit-scoring", "1", as_json=True)["model_stats"]
+    check("statistics: one entry for credit-scoring v1", len(stats) == 1 and stats[0]["version"] == "1", stats)
+    success = int(stats[0]["inference_stats"]["success"].get("count", 0))
+    check("statistics: answered requests counted", success > 0, stats[0]["inference_stats"])
+    names = {s["name"] for s in client.get_inference_statistics(as_json=True)["model_stats"]}
+    check("statistics: every model", {"credit-scoring", "scalar"} <= names, names)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--grpc", default="127.0.0.1:8001", help="the gateway's gRPC address")
@@ -195,7 +204,7 @@ def main():
     args = parser.parse_args()
     client = grpcclient.InferenceServerClient(url=args.grpc)
     for step in (check_health_and_metadata, lambda c: check_reference(c, args.http), check_routing_and_outputs,
-                 check_errors, check_stream):
+                 check_errors, check_stream, check_statistics):
         try:
             step(client)
         except Exception as e:  # a crash in one group should not hide the others

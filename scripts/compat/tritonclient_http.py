@@ -460,7 +460,24 @@ def optional_checks(client, url, reference):
 
     info("response compression gzip (Triton feature)", response_compressed)
     info("repository index (Triton extension)", lambda: f"works: {client.get_model_repository_index()}")
-    info("inference statistics (Triton extension)", lambda: f"works: {str(client.get_inference_statistics())[:80]}")
+
+
+def statistics_checks(client):
+    """Triton's statistics extension, after the inferences above."""
+    def per_version():
+        stats = client.get_inference_statistics(model_name="credit-scoring", model_version="1")["model_stats"]
+        assert len(stats) == 1 and stats[0]["version"] == "1", stats
+        s = stats[0]
+        assert int(s["inference_stats"]["success"]["count"]) > 0, s
+        assert int(s["execution_count"]) > 0 and int(s["inference_count"]) >= int(s["execution_count"]), s
+        return f"{s['inference_stats']['success']['count']} answered, {s['execution_count']} runs"
+
+    def every_model():
+        names = {s["name"] for s in client.get_inference_statistics()["model_stats"]}
+        assert {"credit-scoring", "dense"} <= names, names
+
+    check("inference statistics of one version (Triton extension)", per_version)
+    check("inference statistics of every model", every_model)
 
 
 def main():
@@ -484,6 +501,7 @@ def main():
         error_checks(client, reference)
         async_checks(args.url, reference)
         optional_checks(client, args.url, reference)
+        statistics_checks(client)
     finally:
         client.close()
     passed = sum(1 for s, *_ in results if s == "PASS")

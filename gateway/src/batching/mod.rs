@@ -257,6 +257,7 @@ fn timed_run(
     let elapsed = started.elapsed();
     metrics.inference.record(elapsed.as_secs_f64());
     metrics.batch_size.record(rows as f64);
+    metrics.stats.record_run(rows, elapsed);
     (result, elapsed)
 }
 

@@ -6,6 +6,7 @@
 
 use super::proto;
 use crate::protocol::metadata;
+use crate::telemetry::stats::{Duration64, ModelStats};
 
 pub fn server_metadata() -> proto::ServerMetadataResponse {
     let m = metadata::server();
@@ -79,5 +80,38 @@ pub fn model_config(c: &metadata::ModelConfig<'_>) -> proto::ModelConfig {
                 max_queue_delay_microseconds: b.max_queue_delay_microseconds,
             })
         }),
+    }
+}
+
+/// Triton's statistics of one version, from the same figures HTTP `/stats` serves.
+pub fn model_statistics(s: &ModelStats) -> proto::ModelStatistics {
+    let d = |d: &Duration64| Some(proto::StatisticDuration { count: d.count, ns: d.ns });
+    let i = &s.inference_stats;
+    proto::ModelStatistics {
+        name: s.name.clone(),
+        version: s.version.clone(),
+        last_inference: s.last_inference,
+        inference_count: s.inference_count,
+        execution_count: s.execution_count,
+        inference_stats: Some(proto::InferStatistics {
+            success: d(&i.success),
+            fail: d(&i.fail),
+            queue: d(&i.queue),
+            compute_input: d(&i.compute_input),
+            compute_infer: d(&i.compute_infer),
+            compute_output: d(&i.compute_output),
+            cache_hit: d(&i.cache_hit),
+            cache_miss: d(&i.cache_miss),
+        }),
+        batch_stats: s
+            .batch_stats
+            .iter()
+            .map(|b| proto::InferBatchStatistics {
+                batch_size: b.batch_size,
+                compute_input: d(&b.compute_input),
+                compute_infer: d(&b.compute_infer),
+                compute_output: d(&b.compute_output),
+            })
+            .collect(),
     }
 }

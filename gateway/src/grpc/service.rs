@@ -77,6 +77,13 @@ impl GrpcInferenceService for InferenceService {
         answer(model_config(&self.plane.registry.snapshot(), request.get_ref()))
     }
 
+    async fn model_statistics(
+        &self,
+        request: Request<ModelStatisticsRequest>,
+    ) -> Reply<ModelStatisticsResponse> {
+        answer(model_statistics(&self.plane.registry.snapshot(), request.get_ref()))
+    }
+
     async fn model_infer(&self, request: Request<ModelInferRequest>) -> Reply<ModelInferResponse> {
         let (metadata, _, message) = request.into_parts();
         let (reply, target) = infer(&self.plane, &metadata, message).await;
@@ -122,6 +129,21 @@ fn model_config(snapshot: &ServingSnapshot, r: &ModelConfigRequest) -> Result<Mo
     let m = inference::lookup(snapshot, &r.name)?;
     let v = inference::described_version(m, version)?;
     Ok(ModelConfigResponse { config: Some(documents::model_config(&inference::triton_config(m, v))) })
+}
+
+/// Every model's statistics for an empty name; otherwise that model's (one version's, when
+/// one is given).
+fn model_statistics(
+    snapshot: &ServingSnapshot,
+    r: &ModelStatisticsRequest,
+) -> Result<ModelStatisticsResponse, ApiError> {
+    let stats = if r.name.is_empty() {
+        snapshot.models.values().flat_map(|m| inference::statistics(m, None).unwrap_or_default()).collect()
+    } else {
+        let version = version_field(&r.version)?;
+        inference::statistics(inference::lookup(snapshot, &r.name)?, version)?
+    };
+    Ok(ModelStatisticsResponse { model_stats: stats.iter().map(documents::model_statistics).collect() })
 }
 
 /// One inference, counted once under its version (or unrouted when none was picked); returns

@@ -47,11 +47,13 @@ pub async fn handle(plane: Arc<DataPlane>, request: http::Request<Incoming>) -> 
         Endpoint::Live => response::json(StatusCode::OK, &json!({ "live": true })),
         Endpoint::Ready => server_ready(&snapshot),
         Endpoint::Feedback => respond(feedback(&plane, &snapshot, &parts.headers, body).await),
+        Endpoint::AllStats => all_statistics(&snapshot),
         Endpoint::Model { model, version, action } => match action {
             ModelAction::Infer => infer(&plane, &snapshot, parts, body, model, version).await,
             ModelAction::Metadata => respond(model_metadata(&snapshot, model, version)),
             ModelAction::Ready => model_ready(&snapshot, model, version),
             ModelAction::Config => respond(model_config(&snapshot, model, version)),
+            ModelAction::Stats => respond(model_statistics(&snapshot, model, version)),
         },
     }
 }
@@ -91,6 +93,23 @@ async fn feedback(
         .map_err(|e| ApiError::Malformed(format!("feedback must be {{\"id\": ..., \"label\": ...}}: {e}")))?;
     let reply = plane.inference.monitor.feedback(snapshot, &label.id, &label.label)?;
     Ok(response::json(StatusCode::OK, &reply))
+}
+
+/// Triton's statistics extension: `{"model_stats": [...]}` for every served version.
+fn all_statistics(snapshot: &ServingSnapshot) -> HttpResponse {
+    let stats: Vec<_> =
+        snapshot.models.values().flat_map(|m| inference::statistics(m, None).unwrap_or_default()).collect();
+    response::json(StatusCode::OK, &json!({ "model_stats": stats }))
+}
+
+fn model_statistics(
+    snapshot: &ServingSnapshot,
+    model: &str,
+    version: Option<u64>,
+) -> Result<HttpResponse, ApiError> {
+    let m = inference::lookup(snapshot, model)?;
+    let stats = inference::statistics(m, version)?;
+    Ok(response::json(StatusCode::OK, &json!({ "model_stats": stats })))
 }
 
 fn model_metadata(

@@ -11,7 +11,13 @@ pub enum Endpoint<'a> {
     Live,
     Ready,
     Feedback,
-    Model { model: &'a str, version: Option<u64>, action: ModelAction },
+    /// Triton's statistics of every model (`/v2/models/stats`).
+    AllStats,
+    Model {
+        model: &'a str,
+        version: Option<u64>,
+        action: ModelAction,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +25,7 @@ pub enum ModelAction {
     Metadata,
     Ready,
     Config,
+    Stats,
     Infer,
 }
 
@@ -29,6 +36,8 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Result<Endpoint<'a>, ApiErro
         ["v2", "health", "live"] => (Endpoint::Live, Method::GET),
         ["v2", "health", "ready"] => (Endpoint::Ready, Method::GET),
         ["v2", "feedback"] => (Endpoint::Feedback, Method::POST),
+        // Triton's path; it shadows the metadata of a model named "stats", as in Triton.
+        ["v2", "models", "stats"] => (Endpoint::AllStats, Method::GET),
         ["v2", "models", model, rest @ ..] => model_endpoint(model, rest, method, path)?,
         _ => return Err(no_route(method, path)),
     };
@@ -58,6 +67,7 @@ fn model_endpoint<'a>(
         [] => (ModelAction::Metadata, Method::GET),
         ["ready"] => (ModelAction::Ready, Method::GET),
         ["config"] => (ModelAction::Config, Method::GET),
+        ["stats"] => (ModelAction::Stats, Method::GET),
         ["infer"] => (ModelAction::Infer, Method::POST),
         _ => return Err(no_route(method, path)),
     };
@@ -86,6 +96,11 @@ mod tests {
         assert_eq!(
             route(&get, "/v2/models/m/config").unwrap(),
             Endpoint::Model { model: "m", version: None, action: ModelAction::Config }
+        );
+        assert_eq!(route(&get, "/v2/models/stats").unwrap(), Endpoint::AllStats);
+        assert_eq!(
+            route(&get, "/v2/models/m/versions/2/stats").unwrap(),
+            Endpoint::Model { model: "m", version: Some(2), action: ModelAction::Stats }
         );
     }
 

@@ -8,7 +8,7 @@ use crate::tensor::{DataType, ModelSignature, TensorSpec};
 pub const PLATFORM: &str = "onnx_onnxv1";
 
 /// Protocol extensions this server implements, as Triton names them.
-pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "model_configuration"];
+pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "model_configuration", "statistics"];
 
 #[derive(Debug, Serialize)]
 pub struct ServerMetadata {

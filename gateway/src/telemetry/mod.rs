@@ -3,12 +3,16 @@
 //!
 //! Label values come only from the config (model names, versions) and from the enums here,
 //! never from a raw request string, so their number stays bounded.
+//!
+//! `stats` keeps the cumulative per-version figures of Triton's statistics extension.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub mod stats;
 
 pub const REQUESTS_TOTAL: &str = "gateway_requests_total";
 pub const REQUEST_DURATION: &str = "gateway_request_duration_seconds";
@@ -206,6 +210,8 @@ pub struct VersionMetrics {
     pub batch_size: Histogram,
     pub inference: Histogram,
     pub loaded: Gauge,
+    /// Triton's statistics extension for this version.
+    pub stats: Arc<stats::InferStats>,
 }
 
 impl VersionMetrics {
@@ -219,6 +225,7 @@ impl VersionMetrics {
             batch_size: metrics::histogram!(BATCH_SIZE, &labels),
             inference: metrics::histogram!(INFERENCE_DURATION, &labels),
             loaded: metrics::gauge!(MODEL_LOADED, &labels),
+            stats: Arc::default(),
         }
     }
 
