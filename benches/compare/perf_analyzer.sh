@@ -8,7 +8,9 @@
 # $VENV_ROOT/perf-analyzer together with nvidia-cuda-runtime-cu12 (its libcudart; no GPU is
 # needed). It also needs Debian's libb64-0d: the script stops and says so when it is missing.
 # perf_analyzer reads the model's Triton configuration first (GET /v2/models/{m}/config), so this
-# also checks that the gateway serves it in a form the real client accepts.
+# also checks that the gateway serves it in a form the real client accepts. Around each client
+# run the script reads the gateway's own statistics (Triton's extension): the server-side mean
+# per request under each client is what should agree; the clients' own costs differ.
 #
 # Usage: benches/compare/perf_analyzer.sh [--skip-build] [--duration S]
 # Writes benches/results/perf-analyzer-<time>/{perf_analyzer.md,raw/,logs/}.
@@ -70,11 +72,19 @@ ld() {
         log "loadtest failed ($2, $3)"
 }
 
+# stats FILE MODEL: the gateway's own statistics of the model's version 1 (Triton's extension).
+stats() {
+    curl -sf "http://127.0.0.1:$PORT/v2/models/$2/versions/1/stats" >"$1" || echo '{}' >"$1"
+}
+
 for model in credit-scoring dense; do
     for c in 1 8; do
         log "$model, concurrency $c: perf_analyzer, then loadtest"
+        stats "$RAW/pa-$model-c$c.before" "$model"
         pa "$RAW/pa-$model-c$c.csv" "$model" "$c"
+        stats "$RAW/pa-$model-c$c.after" "$model"
         ld "$RAW/lt-$model-c$c.json" "$model" "$c"
+        stats "$RAW/lt-$model-c$c.after" "$model"
     done
 done
 stop_server
@@ -91,8 +101,19 @@ def cpu_per_request(path, rps):
         return "-"
 
 
-rows = ["| model | concurrency | perf_analyzer infer/s | p50 / p99 µs | client CPU µs/req | loadtest req/s | p50 / p99 µs | client CPU µs/req | loadtest ÷ perf_analyzer req/s |",
-        "| --- | ---: | ---: | --- | ---: | ---: | --- | ---: | ---: |"]
+def server_avg(before, after):
+    """The gateway's own mean time per answered request between two statistics snapshots, µs."""
+    try:
+        a, b = (json.load(open(os.path.join(raw, f)))["model_stats"][0]["inference_stats"]["success"]
+                for f in (before, after))
+        n = b["count"] - a["count"]
+        return f"{(b['ns'] - a['ns']) / n / 1000:.0f}" if n > 0 else "-"
+    except (OSError, ValueError, KeyError, IndexError):
+        return "-"
+
+
+rows = ["| model | concurrency | perf_analyzer infer/s | p50 / p99 µs | client CPU µs/req | gateway's mean µs | loadtest req/s | p50 / p99 µs | client CPU µs/req | gateway's mean µs | loadtest ÷ perf_analyzer req/s |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]
 for model in ("credit-scoring", "dense"):
     for c in (1, 8):
         try:
@@ -109,8 +130,10 @@ for model in ("credit-scoring", "dense"):
         ratio = f"{lt_rps / pa_rps:.2f}" if lt_rps and pa_rps else "-"
         pa_cpu = cpu_per_request(os.path.join(raw, f"pa-{model}-c{c}.csv.cpu"), pa_rps)
         lt_cpu = cpu_per_request(os.path.join(raw, f"lt-{model}-c{c}.json.cpu"), lt_rps)
-        rows.append(f"| {model} | {c} | {pa_rps or 0:,.0f} | {pa_p50} / {pa_p99} | {pa_cpu} | {lt_rps or 0:,.0f} | "
-                    f"{lat.get('p50', '-')} / {lat.get('p99', '-')} | {lt_cpu} | {ratio} |")
+        pa_server = server_avg(f"pa-{model}-c{c}.before", f"pa-{model}-c{c}.after")
+        lt_server = server_avg(f"pa-{model}-c{c}.after", f"lt-{model}-c{c}.after")
+        rows.append(f"| {model} | {c} | {pa_rps or 0:,.0f} | {pa_p50} / {pa_p99} | {pa_cpu} | {pa_server} | "
+                    f"{lt_rps or 0:,.0f} | {lat.get('p50', '-')} / {lat.get('p99', '-')} | {lt_cpu} | {lt_server} | {ratio} |")
 text = "\n".join(rows)
 print(text)
 open(out, "w").write(text + "\n")

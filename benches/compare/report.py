@@ -142,7 +142,7 @@ def main():
     sweep = sweep_table(runs)
     if sweep:
         md += ["## Gateway settings sweep (max_batch_size 32 unless nobatch; dN = max_queue_delay_us N; "
-               "inst2 = 2 instances; thr2 = 2 intra-op threads; io1 = 1 tokio worker thread instead of 2)", ""] + sweep + [""]
+               "inst2 = 2 instances; thr2 = 2 intra-op threads; io2 = 2 async threads instead of the default, half the cores)", ""] + sweep + [""]
     if failed:
         md += ["## Peers that did not run", ""] + [f"- {k}: {v}" for k, v in sorted(failed.items())] + [""]
     text = "\n".join(md)

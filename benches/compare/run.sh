@@ -80,17 +80,18 @@ run_peer() {
 }
 
 # The sweep: gateway variants on the workloads where they matter. Fields: name, delay_us,
-# max_batch_size, instances, intra-op threads, tokio worker threads (TOKIO_WORKER_THREADS; the
-# gateway's default is one per core).
+# max_batch_size, instances, intra-op threads, async threads (`runtime.io_threads`; 0 = the
+# gateway's default, half the cores).
 sweep() {
     local v name cfg
-    for v in "d0 0 32 1 1 2" "d50 50 32 1 1 2" "d200 200 32 1 1 2" "d500 500 32 1 1 2" \
-        "nobatch 0 1 1 1 2" "d0-inst2 0 32 2 1 2" "d0-thr2 0 32 1 2 2" "nobatch-inst2 0 1 2 1 2" \
-        "d0-io1 0 32 1 1 1"; do
+    for v in "d0 0 32 1 1 0" "d50 50 32 1 1 0" "d200 200 32 1 1 0" "d500 500 32 1 1 0" \
+        "nobatch 0 1 1 1 0" "d0-inst2 0 32 2 1 0" "d0-thr2 0 32 1 2 0" "nobatch-inst2 0 1 2 1 0" \
+        "d0-io2 0 32 1 1 2"; do
         set -- $v
         name=$1 cfg="$OUT/gateway-sweep-$1.toml"
         gateway_config "$cfg" "$2" "$3" "$4" "$5"
-        TOKIO_WORKER_THREADS=$6 start_gateway "sweep-$name" "$cfg" || continue
+        [ "$6" = 0 ] || sed -i "s/^intra_op_threads = .*/&\nio_threads = $6/" "$cfg"
+        start_gateway "sweep-$name" "$cfg" || continue
         for wc in "credit-b1 1" "credit-b1 32" "dense-b1 8" "dense-b1 32"; do
             set -- $wc
             log "sweep-$name $1 c$2"
