@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Does Triton's own perf_analyzer agree with loadtest? One run against one gateway (release build,
-# gateway-bench.toml): credit-scoring and dense at batch 1, concurrency 1 and 8, HTTP with binary
+# gateway-bench.toml): credit-scoring and dense at batch 1, concurrency 1 and 8 and a constant
+# 1,000 requests/s (open loop: where neither client is the bottleneck), HTTP with binary
 # tensors (perf_analyzer's way, so loadtest runs with --binary), perf_analyzer and loadtest
 # alternating on each setting. Prints (and writes) a table of both and the ratio.
 #
@@ -58,17 +59,22 @@ r = resource.getrusage(resource.RUSAGE_CHILDREN)
 open(sys.argv[1], "w").write(f"{time.monotonic() - t} {r.ru_utime + r.ru_stime}\n"); sys.exit(code)' "$@"
 }
 
-# pa OUT MODEL CONCURRENCY: one perf_analyzer measurement (CSV with p50/p99) in OUT.
+# pa OUT MODEL LOAD: one perf_analyzer measurement (CSV with p50/p99) in OUT. LOAD is a
+# concurrency ("8") or a constant request rate ("r2000", 8 connections' worth of async requests).
 pa() {
+    local load=(--concurrency-range "$3")
+    [[ $3 == r* ]] && load=(--request-rate-range "${3#r}" --max-threads 8)
     LD_LIBRARY_PATH="$CUDART" timed "$1.cpu" timeout 300 "$VENV/bin/perf_analyzer" -m "$2" -i http -u "127.0.0.1:$PORT" \
-        --concurrency-range "$3" --measurement-interval $((DURATION * 1000)) -s 20 --max-trials 6 \
+        "${load[@]}" --measurement-interval $((DURATION * 1000)) -s 20 --max-trials 6 \
         -f "$1" >>"$LOGS/perf_analyzer.log" 2>&1 || log "perf_analyzer failed ($2, $3): $LOGS/perf_analyzer.log"
 }
 
-# ld OUT MODEL CONCURRENCY: the same setting with loadtest (generated inputs, binary tensors).
+# ld OUT MODEL LOAD: the same setting with loadtest (generated inputs, binary tensors).
 ld() {
-    timed "$1.cpu" timeout $((DURATION + WARMUP + 60)) "$BIN/loadtest" --url "http://127.0.0.1:$PORT" -m "$2" -c "$3" \
-        --binary -d "${DURATION}s" --warmup "${WARMUP}s" --json >"$1" 2>>"$LOGS/loadtest.log" ||
+    local load=(-c "$3")
+    [[ $3 == r* ]] && load=(-c 8 --rate "${3#r}")
+    timed "$1.cpu" timeout $((DURATION + WARMUP + 60)) "$BIN/loadtest" --url "http://127.0.0.1:$PORT" -m "$2" \
+        "${load[@]}" --binary -d "${DURATION}s" --warmup "${WARMUP}s" --json >"$1" 2>>"$LOGS/loadtest.log" ||
         log "loadtest failed ($2, $3)"
 }
 
@@ -78,7 +84,7 @@ stats() {
 }
 
 for model in credit-scoring dense; do
-    for c in 1 8; do
+    for c in 1 8 r1000; do
         log "$model, concurrency $c: perf_analyzer, then loadtest"
         stats "$RAW/pa-$model-c$c.before" "$model"
         pa "$RAW/pa-$model-c$c.csv" "$model" "$c"
@@ -115,7 +121,7 @@ def server_avg(before, after):
 rows = ["| model | concurrency | perf_analyzer infer/s | p50 / p99 µs | client CPU µs/req | gateway's mean µs | loadtest req/s | p50 / p99 µs | client CPU µs/req | gateway's mean µs | loadtest ÷ perf_analyzer req/s |",
         "| --- | ---: | ---: | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]
 for model in ("credit-scoring", "dense"):
-    for c in (1, 8):
+    for c in (1, 8, "r1000"):
         try:
             with open(os.path.join(raw, f"pa-{model}-c{c}.csv")) as f:
                 pa = next(csv.DictReader(f))
