@@ -2,8 +2,23 @@
 # loopback ports, and a gateway started in the background and stopped by its PID.
 # Everything started here is stopped by the EXIT trap that `compat_start_gateway` installs.
 
+COMPAT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+
+# compat_enter [GATEWAY_BINARY]: every script's prologue. Takes the binary (default
+# target/debug/gateway) relative to where the script was started, moves to the repository root
+# and sets GATEWAY; exits 2 when the binary is not built.
+compat_enter() {
+    local binary=${1:-}
+    if [[ -n "$binary" && "$binary" != /* && -e "$binary" ]]; then
+        binary="$(pwd)/$binary"
+    fi
+    cd "$COMPAT_ROOT" || exit 1
+    GATEWAY=$(compat_binary "$binary") || exit 2
+}
+
 # compat_venv DIR PACKAGE...: creates DIR (a venv) once and installs PACKAGE... from PyPI into
-# it; a stamp file remembers the package list so a second run skips pip entirely.
+# it; a stamp file remembers the package list so a second run skips pip entirely. Says so and
+# returns 1 when it cannot.
 compat_venv() {
     local dir=$1
     shift
@@ -13,8 +28,11 @@ compat_venv() {
         return 0
     fi
     echo "== creating $dir with: $want" >&2
-    "${PYTHON:-python3}" -m venv "$dir" || return 1
-    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check "$@" || return 1
+    if ! "${PYTHON:-python3}" -m venv "$dir" ||
+        ! "$dir/bin/python" -m pip install --quiet --disable-pip-version-check "$@"; then
+        echo "could not create the Python venv at $dir" >&2
+        return 1
+    fi
     echo "$want" >"$stamp"
 }
 

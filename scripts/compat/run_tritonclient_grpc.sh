@@ -7,21 +7,12 @@
 # (tritonclient[grpc]==2.51.0 + numpy from PyPI, in a venv created once under /tmp).
 set -uo pipefail
 
-if [[ $# -ge 1 && "$1" != /* && -e "$1" ]]; then
-    set -- "$(pwd)/$1" "${@:2}"
-fi
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-cd "$ROOT" || exit 1
 # shellcheck source=scripts/compat/lib.sh
-source scripts/compat/lib.sh
-
-GATEWAY=$(compat_binary "${1:-}") || exit 2
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+compat_enter "${1:-}"
 
 VENV=${COMPAT_GRPC_VENV:-/tmp/gateway-compat-tritonclient-grpc-venv}
-compat_venv "$VENV" "tritonclient[grpc]==2.51.0" "numpy<2" || {
-    echo "could not create the Python venv at $VENV" >&2
-    exit 2
-}
+compat_venv "$VENV" "tritonclient[grpc]==2.51.0" "numpy<2" || exit 2
 
 PORT=$(compat_free_port)
 ADMIN_PORT=$(compat_free_port)

@@ -13,16 +13,9 @@
 # written there too).
 set -uo pipefail
 
-# A binary given on the command line is taken relative to where the script was started.
-if [[ $# -ge 1 && "$1" != /* && -e "$1" ]]; then
-    set -- "$(pwd)/$1" "${@:2}"
-fi
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-cd "$ROOT" || exit 1
 # shellcheck source=scripts/compat/lib.sh
-source scripts/compat/lib.sh
-
-GATEWAY=$(compat_binary "${1:-}") || exit 2
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+compat_enter "${1:-}"
 
 # The wheels whose .onnx files are served. onnx 1.17.0 is the source of ONNX's backend node
 # tests (model + input .pb files); newer onnx wheels no longer ship them.
@@ -38,10 +31,7 @@ WHEELS=(
 # What runs the comparison: the same onnxruntime as the gateway's library (see gateway/build.rs),
 # and the onnx of models/requirements.txt to read the .pb files.
 VENV=${COMPAT_VENV:-/tmp/gateway-compat-third-party-venv}
-compat_venv "$VENV" onnxruntime==1.31.1 onnx==1.23.2 numpy || {
-    echo "could not create the Python venv at $VENV" >&2
-    exit 2
-}
+compat_venv "$VENV" onnxruntime==1.31.1 onnx==1.23.2 numpy || exit 2
 
 WORK=${COMPAT_WORK:-/tmp/gateway-compat-third-party}
 rm -rf "$WORK/wheels" && mkdir -p "$WORK/wheels"
