@@ -34,11 +34,7 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-OUT="$REPO/benches/results/acceptance-$(date +%Y%m%d-%H%M%S)"
-RAW="$OUT/raw" LOGS="$OUT/logs"
-mkdir -p "$RAW" "$LOGS"
-trap 'stop_server' EXIT
-trap 'stop_server; exit 130' INT TERM
+results_dir acceptance-
 [ "$SKIP_BUILD" = 1 ] || build || exit 1
 python3 "$COMPARE/payloads.py" "$OUT/payloads"
 CREDIT="$OUT/payloads/credit-b1.json" DENSE="$OUT/payloads/dense-b1.json"

@@ -15,6 +15,16 @@ MAX_SERVER_S=${MAX_SERVER_S:-1800}   # no server outlives this, whatever happens
 SERVER_PID=""
 SERVER_NAME=""
 
+# results_dir PREFIX: makes benches/results/PREFIX<time>/{raw,logs} (as OUT, RAW, LOGS) and
+# stops the server under test when the script exits or is interrupted.
+results_dir() {
+    OUT="$REPO/benches/results/$1$(date +%Y%m%d-%H%M%S)"
+    RAW="$OUT/raw" LOGS="$OUT/logs"
+    mkdir -p "$RAW" "$LOGS"
+    trap 'stop_server' EXIT
+    trap 'stop_server; exit 130' INT TERM
+}
+
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 build() {

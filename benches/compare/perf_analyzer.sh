@@ -28,11 +28,7 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-OUT="$REPO/benches/results/perf-analyzer-$(date +%Y%m%d-%H%M%S)"
-RAW="$OUT/raw" LOGS="$OUT/logs"
-mkdir -p "$RAW" "$LOGS"
-trap 'stop_server' EXIT
-trap 'stop_server; exit 130' INT TERM
+results_dir perf-analyzer-
 
 if ! ldconfig -p | grep -q 'libb64\.so\.0d'; then
     log "perf_analyzer needs libb64.so.0d: apt-get install -y libb64-0d"

@@ -39,11 +39,7 @@ else
 fi
 WORKLOADS="credit-b1 dense-b1 dense-b8"
 
-OUT="$REPO/benches/results/$(date +%Y%m%d-%H%M%S)"
-RAW="$OUT/raw" LOGS="$OUT/logs"
-mkdir -p "$RAW" "$LOGS"
-trap 'stop_server' EXIT
-trap 'stop_server; exit 130' INT TERM
+results_dir ""
 
 [ "$SKIP_BUILD" = 1 ] || build || exit 1
 python3 "$COMPARE/payloads.py" "$OUT/payloads"
