@@ -368,17 +368,6 @@ async fn messages_over_max_request_bytes_are_resource_exhausted_both_ways() {
     gw.stop().await;
 }
 
-const SPLIT: &str = r#"
-[models.credit-scoring]
-repository = "REPO"
-[models.credit-scoring.routing]
-primary = 1
-candidates = [{ version = 2, percent = 20.0 }]
-sticky_header = "x-user-id"
-pin_header = "x-model-version"
-versions = [3]
-"#;
-
 /// `n` credit requests from 8 concurrent gRPC clients, each with the metadata `meta(i)` gives;
 /// counts answers per `model_version` (checked against the `x-model-version` metadata).
 async fn grpc_versions(
@@ -419,7 +408,7 @@ async fn grpc_versions(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_weighted_split_holds_for_grpc_and_is_counted_like_http() {
     let _serial = common::exclusive().await;
-    let (gw, _) = start(SPLIT, "").await;
+    let (gw, _) = start(common::SPLIT, "").await;
     let labels = |role| [("model", "credit-scoring"), ("version", "2"), ("role", role), ("outcome", "ok")];
     let before = gw.metric("gateway_requests_total", &labels("candidate")).await;
     let counts = grpc_versions(&gw, 4000, |_| Vec::new()).await;
@@ -435,7 +424,7 @@ async fn the_weighted_split_holds_for_grpc_and_is_counted_like_http() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pins_and_sticky_keys_route_grpc_exactly_as_http() {
     let _serial = common::exclusive().await;
-    let (gw, mut c) = start(SPLIT, "").await;
+    let (gw, mut c) = start(common::SPLIT, "").await;
     let body = common::credit_request(1);
     // model_version pins, like /versions/{v}/infer; a shadow-less pin-only version included.
     for v in ["1", "2", "3"] {

@@ -10,17 +10,6 @@ use std::sync::Arc;
 use common::{TestGateway, credit_request, metric};
 use serde_json::Value;
 
-const SPLIT: &str = r#"
-[models.credit-scoring]
-repository = "REPO"
-[models.credit-scoring.routing]
-primary = 1
-candidates = [{ version = 2, percent = 20.0 }]
-sticky_header = "x-user-id"
-pin_header = "x-model-version"
-versions = [3]
-"#;
-
 /// Sends `n` requests from 8 concurrent clients; counts answers per `x-model-version`.
 async fn versions_of(
     gw: &Arc<TestGateway>,
@@ -59,7 +48,7 @@ async fn versions_of(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weighted_split_matches_the_configured_percent() {
-    let gw = Arc::new(common::start(SPLIT).await);
+    let gw = Arc::new(common::start(common::SPLIT).await);
     let counts = versions_of(&gw, 4000, |_| Vec::new()).await;
     let candidate = counts.get("2").copied().unwrap_or(0) as f64;
     // Binomial(4000, 0.2): mean 800, sd 25.3; 5 sd either side fails about once in 3 million runs.
@@ -92,7 +81,7 @@ async fn weighted_split_matches_the_configured_percent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sticky_users_always_get_the_same_version() {
-    let gw = Arc::new(common::start(SPLIT).await);
+    let gw = Arc::new(common::start(common::SPLIT).await);
     let mut first: HashMap<String, String> = HashMap::new();
     let body = serde_json::to_vec(&credit_request(1)).unwrap();
     for round in 0..3 {
@@ -114,7 +103,7 @@ async fn sticky_users_always_get_the_same_version() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pins_choose_the_version_and_skip_the_split() {
-    let gw = Arc::new(common::start(SPLIT).await);
+    let gw = Arc::new(common::start(common::SPLIT).await);
     let counts = versions_of(&gw, 200, |_| vec![("x-model-version".into(), "2".into())]).await;
     assert_eq!(counts.get("2"), Some(&200), "{counts:?}");
     // A pin-only version, by header and by path.

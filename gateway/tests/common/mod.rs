@@ -41,6 +41,19 @@ pub struct TestGateway {
 
 /// Starts a gateway. `toml` holds the `[models...]` tables (and optionally more `[server]`
 /// keys via `server_extra`); listeners are bound on 127.0.0.1:0.
+/// credit-scoring with an 80/20 split (v1 primary, v2 candidate), sticky users on `x-user-id`,
+/// pins on `x-model-version`, and v3 pin-only: the traffic tests over HTTP and gRPC share it.
+pub const SPLIT: &str = r#"
+[models.credit-scoring]
+repository = "REPO"
+[models.credit-scoring.routing]
+primary = 1
+candidates = [{ version = 2, percent = 20.0 }]
+sticky_header = "x-user-id"
+pin_header = "x-model-version"
+versions = [3]
+"#;
+
 pub async fn start(toml: &str) -> TestGateway {
     start_with_server(toml, "").await
 }
