@@ -95,6 +95,11 @@ pub fn statistics(m: &ServedModel, version: Option<u64>) -> Result<Vec<ModelStat
     Ok(versions.into_iter().map(|v| v.metrics.stats.snapshot(&m.name, v.version)).collect())
 }
 
+/// Triton's statistics of every served version of every model.
+pub fn all_statistics(snapshot: &ServingSnapshot) -> Vec<ModelStats> {
+    snapshot.models.values().flat_map(|m| statistics(m, None).unwrap_or_default()).collect()
+}
+
 /// Whether the model (and the version asked for, when one is) can take requests.
 pub fn is_ready(m: &ServedModel, version: Option<u64>) -> bool {
     m.is_ready() && version.is_none_or(|v| m.versions.contains_key(&v))

@@ -138,7 +138,7 @@ fn model_statistics(
     r: &ModelStatisticsRequest,
 ) -> Result<ModelStatisticsResponse, ApiError> {
     let stats = if r.name.is_empty() {
-        snapshot.models.values().flat_map(|m| inference::statistics(m, None).unwrap_or_default()).collect()
+        inference::all_statistics(snapshot)
     } else {
         let version = version_field(&r.version)?;
         inference::statistics(inference::lookup(snapshot, &r.name)?, version)?

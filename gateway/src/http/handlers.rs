@@ -97,9 +97,7 @@ async fn feedback(
 
 /// Triton's statistics extension: `{"model_stats": [...]}` for every served version.
 fn all_statistics(snapshot: &ServingSnapshot) -> HttpResponse {
-    let stats: Vec<_> =
-        snapshot.models.values().flat_map(|m| inference::statistics(m, None).unwrap_or_default()).collect();
-    response::json(StatusCode::OK, &json!({ "model_stats": stats }))
+    response::json(StatusCode::OK, &json!({ "model_stats": inference::all_statistics(snapshot) }))
 }
 
 fn model_statistics(
