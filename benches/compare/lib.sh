@@ -120,11 +120,13 @@ field() {
 }
 
 # Writes a gateway config derived from gateway-bench.toml: gateway_config OUT DELAY_US
-# MAX_BATCH INSTANCES THREADS [MAX_IN_FLIGHT [MAX_QUEUE]]. The dense model keeps its cap of 8
-# rows (see gateway-bench.toml) unless MAX_BATCH is smaller.
+# MAX_BATCH INSTANCES THREADS [MAX_IN_FLIGHT [MAX_QUEUE]]. The dense model keeps its own cap
+# (see gateway-bench.toml) unless MAX_BATCH is smaller.
 gateway_config() {
     local out=$1 delay=$2 batch=$3 instances=$4 threads=$5 inflight=${6:-1024} queue=${7:-1024}
-    local dense_batch=$((batch < 8 ? batch : 8))
+    local dense_cap dense_batch
+    dense_cap=$(sed -n '/^\[models\.dense\]/,/^\[/ s/.*max_batch_size = \([0-9]*\).*/\1/p' "$COMPARE/gateway-bench.toml")
+    dense_batch=$((batch < dense_cap ? batch : dense_cap))
     sed -e "s/max_queue_delay_us = [0-9]*/max_queue_delay_us = $delay/" \
         -e "/^\[models\.dense\]/,/^\[/ s/max_batch_size = [0-9]*/max_batch_size = $dense_batch/" \
         -e "/^\[models\.dense\]/,/^\[/ !s/max_batch_size = [0-9]*/max_batch_size = $batch/" \
