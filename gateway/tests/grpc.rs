@@ -471,7 +471,8 @@ async fn shadows_see_routed_grpc_requests_but_not_pinned_ones() {
     let _serial = common::exclusive().await;
     let toml = "[models.credit-scoring]\nrepository = \"REPO\"\n\
         routing = { primary = 1, shadows = [{ version = 3, percent = 100.0 }] }\n";
-    let (gw, mut c) = start(toml, "").await;
+    // A long deadline: the shadow's worker runs only on CPU that other tests leave.
+    let (gw, mut c) = start(toml, "request_timeout_ms = 120000").await;
     let shadow = [("model", "credit-scoring"), ("version", "3"), ("outcome", "ok")];
     let before = gw.metric("gateway_shadow_requests_total", &shadow).await;
     let body = request("credit-scoring", &common::credit_request(2), false);

@@ -148,7 +148,9 @@ routing = { primary = 1, shadows = [{ version = 3, percent = 100.0 }], pin_heade
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shadows_see_every_routed_request_and_are_compared() {
-    let gw = common::start(SHADOWED).await;
+    // The shadow's deadline is request_timeout_ms, and its worker runs only on CPU nothing else
+    // wants: a long deadline keeps a machine busy with other tests from timing the copies out.
+    let gw = common::start_with_server(SHADOWED, "request_timeout_ms = 120000").await;
     let n = 50;
     for _ in 0..n {
         let reply = gw.infer("credit-scoring", &credit_request(2)).await;

@@ -217,9 +217,10 @@ impl TestGateway {
         self.send(req.body(Full::new(Bytes::new())).unwrap()).await
     }
 
-    /// Polls /metrics until `done` holds for it (bounded by 30 s).
+    /// Polls /metrics until `done` holds for it (bounded by 120 s: shadow workers run at idle
+    /// CPU priority, so on a machine busy with other tests they may wait a long time for a core).
     pub async fn wait_for_metrics(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         loop {
             let text = self.metrics().await;
             if done(&text) {
@@ -434,14 +435,15 @@ impl TestGateway {
         metric(&self.metrics().await, name, labels)
     }
 
-    /// Waits (up to 30 s, polling every 5 ms) until the sample satisfies `want`; returns it.
+    /// Waits (up to 120 s, as `wait_for_metrics`, polling every 5 ms) until the sample satisfies
+    /// `want`; returns it.
     pub async fn wait_for_metric(
         &self,
         name: &str,
         labels: &[(&str, &str)],
         want: impl Fn(f64) -> bool,
     ) -> f64 {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         loop {
             let value = self.metric(name, labels).await;
             if want(value) {
