@@ -86,9 +86,13 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     pub request_timeout: Duration,
     pub max_in_flight: usize,
+    /// Open connections across the data-plane listeners (HTTP and gRPC); beyond it a new
+    /// connection is closed at once and counted.
+    pub max_connections: usize,
     /// A connection that has not sent a complete request head within this is closed.
     pub header_read_timeout: Duration,
-    /// A connection with no bytes moving and no request in progress for this long is closed.
+    /// A connection with no request in progress for this long is closed (HTTP/2 pings do not
+    /// count as activity).
     pub idle_timeout: Duration,
     /// On shutdown, in-flight requests get this long to finish.
     pub drain_timeout: Duration,

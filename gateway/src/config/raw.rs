@@ -27,6 +27,7 @@ pub struct RawServer {
     pub max_request_bytes: Option<u64>,
     pub request_timeout_ms: Option<u64>,
     pub max_in_flight: Option<u64>,
+    pub max_connections: Option<u64>,
     pub header_read_timeout_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
     pub drain_timeout_ms: Option<u64>,

@@ -82,6 +82,7 @@ fn server(c: &mut Checker, s: &RawServer) -> ServerConfig {
         ) as usize,
         request_timeout: ms(c.range("server.request_timeout_ms", s.request_timeout_ms, 5000, 1, 3_600_000)),
         max_in_flight: c.range("server.max_in_flight", s.max_in_flight, 1024, 1, 1_000_000) as usize,
+        max_connections: c.range("server.max_connections", s.max_connections, 10_000, 1, 1_000_000) as usize,
         header_read_timeout: ms(c.range(
             "server.header_read_timeout_ms",
             s.header_read_timeout_ms,

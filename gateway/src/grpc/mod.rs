@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::Instrument;
 
+pub use convert::{decode_request, encode_response};
 pub use service::{GrpcPlane, InferenceService};
 
 use crate::admission::{Admission, Admitted};

@@ -151,6 +151,7 @@ fn keep_running_settings(running: &GatewayConfig, next: &mut GatewayConfig) -> V
     keep!(admin_listen, "server.admin_listen");
     keep!(grpc_listen, "server.grpc_listen");
     keep!(max_in_flight, "server.max_in_flight");
+    keep!(max_connections, "server.max_connections");
     keep!(request_timeout, "server.request_timeout_ms");
     keep!(header_read_timeout, "server.header_read_timeout_ms");
     keep!(idle_timeout, "server.idle_timeout_ms");
