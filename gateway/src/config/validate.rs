@@ -68,6 +68,14 @@ fn server(c: &mut Checker, s: &RawServer) -> ServerConfig {
     if listen.port() != 0 && listen == admin_listen {
         c.problem("server.admin_listen", format!("must differ from server.listen ({listen})"));
     }
+    // The gateway binds all three: a shared address would pass here and fail at start-up.
+    if let Some(grpc) = grpc_listen.filter(|g| g.port() != 0) {
+        for (key, other) in [("server.listen", listen), ("server.admin_listen", admin_listen)] {
+            if grpc == other {
+                c.problem("server.grpc_listen", format!("must differ from {key} ({other})"));
+            }
+        }
+    }
     let ms = |v: u64| Duration::from_millis(v);
     ServerConfig {
         listen,
@@ -160,6 +168,15 @@ fn model(c: &mut Checker, name: &str, m: &RawModel) -> Option<ModelConfig> {
     let routing = routing(c, &path, raw_routing)?;
     let monitor = m.monitor.as_ref().and_then(|raw| monitor(c, &path, raw));
     let rollout = m.rollout.as_ref().and_then(|raw| rollout(c, &path, raw, &routing));
+    // Labels join only to monitored predictions: without a monitor the gate would hold forever.
+    if m.monitor.is_none() && m.rollout.as_ref().is_some_and(|r| r.max_false_positive_rate.is_some()) {
+        c.problem(
+            format!("{path}.rollout.max_false_positive_rate"),
+            format!(
+                "needs a [{path}.monitor] table: feedback labels join to the monitored output's predictions"
+            ),
+        );
+    }
     let config =
         ModelConfig { name: name.to_string(), repository, instances, batching, routing, monitor, rollout };
     if repo_ok {
@@ -470,6 +487,33 @@ routing = { primary = 1, candidates = [{ version = 2, percent = 150.0 }, { versi
     fn bad_model_names_are_refused() {
         let err = check("[models.\"..\"]\nrouting = { primary = 1 }\n").unwrap_err();
         assert!(err.to_string().contains("must match"), "{err}");
+    }
+
+    #[test]
+    fn grpc_needs_its_own_address() {
+        let model = "[models.credit-scoring]\nrepository = \"REPO\"\nrouting = { primary = 1 }\n";
+        let err = check(&format!(
+            "[server]\nlisten = \"127.0.0.1:7000\"\ngrpc_listen = \"127.0.0.1:7000\"\n{model}"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            err.problems,
+            vec![Problem::new("server.grpc_listen", "must differ from server.listen (127.0.0.1:7000)")]
+        );
+        let err = check(&format!("[server]\ngrpc_listen = \"127.0.0.1:9090\"\n{model}")).unwrap_err();
+        assert!(err.to_string().contains("must differ from server.admin_listen"), "{err}");
+        // Port 0 asks for a free port each time: never the same one.
+        let all_free = "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\ngrpc_listen = \"127.0.0.1:0\"\n";
+        check(&format!("{all_free}{model}")).unwrap();
+    }
+
+    #[test]
+    fn a_false_positive_gate_needs_a_monitor() {
+        let rollout = "[models.credit-scoring]\nrepository = \"REPO\"\nrouting = { primary = 1, candidates = [{ version = 2, percent = 5.0 }] }\n[models.credit-scoring.rollout]\nsteps = [50, 100]\nmax_false_positive_rate = 0.1\n";
+        let err = check(rollout).unwrap_err();
+        let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, vec!["models.credit-scoring.rollout.max_false_positive_rate"], "{err}");
+        check(&format!("{rollout}[models.credit-scoring.monitor]\noutput = \"probabilities\"\n")).unwrap();
     }
 
     #[test]
