@@ -4,8 +4,11 @@
 //! (`models.fraud.routing.candidates[0].percent: must be in 0..=100, got 150`). Nothing here
 //! touches tokio or ONNX Runtime; `gateway check-config` and the server run the same code.
 //! Relative `repository` paths are resolved against the working directory, as Triton does.
+//! `REFERENCE.md` beside this file documents every key; the `reference` tests keep it complete.
 
 mod raw;
+#[cfg(test)]
+mod reference;
 mod repository;
 mod validate;
 
