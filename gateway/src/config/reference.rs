@@ -11,9 +11,9 @@
 //!
 //! A type the probe cannot answer without guessing (one that calls `deserialize_any`: untagged
 //! enums, `serde_json::Value`) makes the walk fail with the key's path, so the probe has to be
-//! taught about it rather than a key slipping through unlisted. Two serde attributes would go
-//! unseen: `#[serde(flatten)]` (its fields are read from a buffer, not from the probe) and
-//! `alias` (only the main name is listed); `raw.rs` uses neither.
+//! taught about it rather than a key slipping through unlisted. So does an `alias` (serde lists
+//! it as a field of its own, and the second name reads as a duplicate). `#[serde(flatten)]`
+//! would go unseen (its fields are read from a buffer, not from the probe); `raw.rs` has none.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
