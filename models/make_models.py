@@ -357,6 +357,25 @@ def norank():
     return save(os.path.join(ROOT, "tests", "norank", "1"), graph, check=False)
 
 
+def embed():
+    """BERT-style token embedding: int64 token ids [batch, seq] index a 16-row table (Gather),
+    mean over the sequence gives [batch, 4]. An id outside [-16, 15] makes ONNX Runtime refuse
+    the run (INVALID_ARGUMENT): the request's fault, not the server's."""
+    table = (np.arange(64, dtype=np.float32).reshape(16, 4) / 10.0).astype(np.float32)
+    nodes = [
+        helper.make_node("Gather", ["table", "input_ids"], ["emb"], axis=0),
+        helper.make_node("ReduceMean", ["emb"], ["pooled"], axes=[1], keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "embed",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])],
+        [helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", 4])],
+        [init("table", table)],
+    )
+    return save(os.path.join(ROOT, "tests", "embed", "1"), graph)
+
+
 def broken():
     """Not an ONNX file at all: loading it must fail with its path and the reason."""
     path = os.path.join(ROOT, "tests", "broken", "1", "model.onnx")
@@ -440,6 +459,8 @@ def main():
     mirror()
     path = norank()
     refs.append(reference(path, "norank", 1, {"x": np.array([[-1.0, 2.0], [3.0, -4.0]], dtype=np.float32)}))
+    path = embed()
+    refs.append(reference(path, "embed", 1, {"input_ids": np.array([[1, 2, 3], [15, 0, -1]], dtype=np.int64)}))
     broken()
     with open(os.path.join(ROOT, "tests", "reference.json"), "w") as f:
         f.write("[\n" + ",\n".join(json.dumps(r) for r in refs) + "\n]\n")

@@ -29,7 +29,7 @@ fn all_models() -> String {
          routing = { primary = 1, versions = [2, 3] }\n\
          [models.dense]\nrepository = \"REPO\"\nrouting = { primary = 1 }\n",
     );
-    for m in ["multi_io", "scalar", "strings", "dtypes", "control_flow", "slow", "fixed", "norank"] {
+    for m in ["multi_io", "scalar", "strings", "dtypes", "control_flow", "slow", "fixed", "norank", "embed"] {
         toml.push_str(&test_model(m));
     }
     toml
@@ -661,5 +661,31 @@ async fn model_statistics_are_the_http_figures() {
     let missing =
         refused(c.model_statistics(ModelStatisticsRequest { name: "nope".into(), version: "".into() }).await);
     assert_eq!(missing.code(), Code::NotFound);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_never_reads_its_replies_stops_being_read() {
+    let _serial = common::exclusive().await;
+    let (gw, mut c) = start(SLOW_MODEL, "request_timeout_ms = 120000").await;
+    // 1,024 rows of 64 floats: 256 KiB each way, so HTTP/2 flow control holds a few replies only.
+    let v2 = json!({"inputs": [
+        {"name": "iterations", "datatype": "INT64", "shape": [], "data": [1]},
+        {"name": "x", "datatype": "FP32", "shape": [1024, 64], "data": vec![0.0f32; 1024 * 64]}
+    ]});
+    let message = request("slow", &v2, true);
+    let outbound = tonic::codegen::tokio_stream::iter((0..300).map(move |_| message.clone()));
+    let replies = c.model_stream_infer(outbound).await.unwrap().into_inner();
+
+    // Never read: the stream's requests keep their admission slots until their replies are
+    // handed over, and the gateway stops reading the stream once MAX_IN_FLIGHT wait.
+    wait_in_flight(&gw, 32.0).await;
+    let ok = [("model", "slow"), ("version", "1"), ("role", "primary"), ("outcome", "ok")];
+    let served = gw.metric("gateway_requests_total", &ok).await;
+    assert!(served <= 100.0, "{served} of 300 requests were run for a client that reads nothing");
+
+    // The client leaves: everything the stream held is released.
+    drop(replies);
+    wait_in_flight(&gw, 0.0).await;
     gw.stop().await;
 }

@@ -20,7 +20,7 @@ fn all_models() -> String {
          routing = { primary = 1, versions = [2, 3], pin_header = \"x-pin-version\" }\n\
          [models.dense]\nrepository = \"REPO\"\nrouting = { primary = 1 }\n",
     );
-    for m in ["multi_io", "scalar", "strings", "dtypes", "control_flow", "slow", "fixed", "norank"] {
+    for m in ["multi_io", "scalar", "strings", "dtypes", "control_flow", "slow", "fixed", "norank", "embed"] {
         toml.push_str(&test_model(m));
     }
     toml

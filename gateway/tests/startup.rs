@@ -139,6 +139,7 @@ async fn model_repository_mode_serves_every_model_with_its_highest_version() {
             "broken",
             "control_flow",
             "dtypes",
+            "embed",
             "fixed",
             "mirror",
             "multi_io",
