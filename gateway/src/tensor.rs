@@ -246,9 +246,10 @@ impl Tensor {
         self.data.datatype()
     }
 
-    /// Elements per row along dim 0 (a 0-d tensor is one row of one element).
-    pub fn row_len(&self) -> usize {
-        self.shape.iter().skip(1).product()
+    /// Elements per row along dim 0 (a 0-d tensor is one row of one element); `None` when the
+    /// product overflows (possible for a tensor of zero elements).
+    pub fn row_len(&self) -> Option<usize> {
+        element_count(self.shape.get(1..).unwrap_or(&[]))
     }
 }
 

@@ -23,12 +23,13 @@ pub fn compatible(a: &[Tensor], b: &[Tensor]) -> bool {
 /// Stacks each input of every request along dim 0. The requests must be `compatible`.
 pub fn concat(requests: &[&[Tensor]]) -> Option<Vec<Tensor>> {
     let first = requests.first()?;
-    let total_rows: usize = requests.iter().map(|r| rows(r)).sum::<Option<usize>>()?;
+    let total_rows = requests.iter().try_fold(0usize, |acc, r| rows(r).and_then(|n| acc.checked_add(n)))?;
     let mut stacked = Vec::with_capacity(first.len());
     for (i, template) in first.iter().enumerate() {
         let mut shape = template.shape.clone();
         *shape.first_mut()? = total_rows;
-        let mut data = TensorData::with_capacity(template.datatype(), total_rows * template.row_len());
+        let capacity = total_rows.checked_mul(template.row_len()?)?;
+        let mut data = TensorData::with_capacity(template.datatype(), capacity);
         for request in requests {
             if !data.extend_from(&request.get(i)?.data) {
                 return None;
@@ -42,21 +43,22 @@ pub fn concat(requests: &[&[Tensor]]) -> Option<Vec<Tensor>> {
 /// Splits each output back into per-request tensors of `row_counts[i]` rows. `None` when an
 /// output does not carry the batch along dim 0 (then the requests must run one by one).
 pub fn split(outputs: Vec<Tensor>, row_counts: &[usize]) -> Option<Vec<Vec<Tensor>>> {
-    let total: usize = row_counts.iter().sum();
+    let total = row_counts.iter().try_fold(0usize, |acc, &r| acc.checked_add(r))?;
     let mut per_request: Vec<Vec<Tensor>> =
         row_counts.iter().map(|_| Vec::with_capacity(outputs.len())).collect();
     for output in outputs {
         if output.shape.first() != Some(&total) {
             return None;
         }
-        let row_len = output.row_len();
-        let mut offset = 0;
+        let row_len = output.row_len()?;
+        let mut offset = 0usize;
         for (slot, &rows) in per_request.iter_mut().zip(row_counts) {
             let mut shape = output.shape.clone();
             *shape.first_mut()? = rows;
-            let data = output.data.slice(offset * row_len..(offset + rows) * row_len)?;
+            let end = offset.checked_add(rows)?;
+            let data = output.data.slice(offset.checked_mul(row_len)?..end.checked_mul(row_len)?)?;
             slot.push(Tensor { name: output.name.clone(), shape, data });
-            offset += rows;
+            offset = end;
         }
     }
     Some(per_request)

@@ -1,12 +1,20 @@
 //! One bounded queue per served version, and the loop each worker thread runs on it: take a
 //! request, gather compatible ones (up to `max_batch_size` rows), drop those whose caller went
-//! away or whose deadline passed, run once, split the outputs back. A batch that fails is retried
-//! request by request, so one bad request never fails its batch-mates.
+//! away or whose deadline passed, run once, split the outputs back.
+//!
+//! **A bad request costs its batch-mates little.** When the runtime refuses a batch because of
+//! what a request carried (`RunError::Refused`: an index out of range, shapes the graph cannot
+//! take), the batch is split in halves and each half runs again, recursively, until the
+//! refused requests are alone: one bad request among `n` costs its batch-mates at most
+//! 2·⌈log₂ n⌉ extra runs (6 for 8, 10 for 32), where retrying every request on its own cost
+//! `n`. A run that fails for any other reason (`RunError::Failed`: the model or the runtime)
+//! is not the inputs' fault: every request of the batch gets that error, without retries.
 //!
 //! **Waiting for batch-mates, only when some are coming.** Everything already queued joins at
 //! once. Beyond that the worker waits (at most `max_queue_delay`) only while more requests have
-//! been routed to this version than it holds: they are being read or decoded and will arrive in
-//! microseconds. A lone client therefore never waits for company that cannot come (its latency
+//! been routed to this version, and not yet answered, than it holds: they are being decoded
+//! and will arrive in microseconds. A request stops counting the moment its worker answers it
+//! (not when its handler returns), so a worker never waits for a request it has answered. A lone client therefore never waits for company that cannot come (its latency
 //! stays that of an unbatched run), while concurrent clients fill batches.
 //!
 //! Knows nothing of ONNX Runtime: a worker hands it a `Runner`.
@@ -39,7 +47,20 @@ pub struct BatchPolicy {
 
 /// Runs a model on inputs in its signature's order.
 pub trait Runner {
-    fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, String>;
+    fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunError>;
+}
+
+/// Why a run failed, as the runtime classified it (kept typed across the worker boundary, so
+/// that a request's fault is never counted as the server's).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RunError {
+    /// The runtime refused what a request carried (ONNX Runtime's INVALID_ARGUMENT, or a
+    /// shape its graph cannot take): the client's fault.
+    #[error("{0}")]
+    Refused(String),
+    /// The model or the runtime failed: not the client's fault.
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// A request's outputs and what it cost.
@@ -57,6 +78,9 @@ pub enum InferError {
     QueueFull { capacity: usize },
     #[error("the request waited past its deadline")]
     TimedOut,
+    /// The runtime refused this request's inputs (see `RunError::Refused`).
+    #[error("the model refused the inputs: {reason}")]
+    Refused { reason: String },
     #[error("inference failed: {reason}")]
     Failed { reason: String },
     #[error("this model version is shutting down")]
@@ -70,6 +94,9 @@ struct Job {
     enqueued_at: Instant,
     deadline: Instant,
     reply: oneshot::Sender<Result<Completed, InferError>>,
+    /// The request's announcement, withdrawn when the worker answers it (or drops it), so
+    /// the batch former never waits for a request it has already answered.
+    _expected: Expected,
 }
 
 /// The sending side of a version's queue; cheap to clone.
@@ -80,7 +107,8 @@ pub struct Queue {
     coming: Arc<AtomicUsize>,
 }
 
-/// Held while a request routed to this version is on its way to (or in) the queue.
+/// Held while a request routed to this version is on its way to (or in) the queue; the worker
+/// drops it when it answers the request.
 pub struct Expected(Arc<AtomicUsize>);
 
 impl Drop for Expected {
@@ -103,22 +131,26 @@ pub fn queue(policy: &BatchPolicy) -> (Queue, QueueReceiver) {
 }
 
 impl Queue {
-    /// Queues `inputs` (validated, in signature order) and waits for the outputs. Fails at once
-    /// when the queue is full; gives up at `deadline`.
-    pub async fn infer(&self, inputs: Arc<Vec<Tensor>>, deadline: Instant) -> Result<Completed, InferError> {
+    /// Queues `inputs` (validated, in signature order) and waits for the outputs; `expected`
+    /// is the request's announcement (`expect`). Fails at once when the queue is full. The
+    /// caller bounds the wait by its deadline (`Deadline::bound`); the worker skips the request
+    /// once `deadline` has passed.
+    pub async fn infer(
+        &self,
+        inputs: Arc<Vec<Tensor>>,
+        deadline: Instant,
+        expected: Expected,
+    ) -> Result<Completed, InferError> {
         let (reply, answer) = oneshot::channel();
         let rows = rows(&inputs);
-        let job = Job { inputs, rows, enqueued_at: Instant::now(), deadline, reply };
+        let job = Job { inputs, rows, enqueued_at: Instant::now(), deadline, reply, _expected: expected };
         self.tx.try_send(job).map_err(|e| match e {
             TrySendError::Full(_) => InferError::QueueFull { capacity: self.capacity },
             TrySendError::Disconnected(_) => InferError::Closed,
         })?;
-        match tokio::time::timeout_at(deadline.into(), answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => {
-                Err(InferError::Failed { reason: "the worker stopped before answering".to_string() })
-            }
-            Err(_) => Err(InferError::TimedOut),
+        match answer.await {
+            Ok(result) => result,
+            Err(_) => Err(InferError::Failed { reason: "the worker stopped before answering".to_string() }),
         }
     }
 
@@ -207,29 +239,60 @@ fn gather(
 }
 
 fn run_batch(batch: Vec<Job>, runner: &mut dyn Runner, metrics: &VersionMetrics) {
+    let live: Vec<Job> = batch.into_iter().filter_map(|job| still_wanted(job, Instant::now())).collect();
+    run_together(live, runner, metrics);
+}
+
+/// Runs `jobs` as one batch and answers each with its rows. A batch the runtime refuses is
+/// halved and each half run again (see the module docs); one that cannot be stacked or split
+/// runs request by request.
+fn run_together(jobs: Vec<Job>, runner: &mut dyn Runner, metrics: &VersionMetrics) {
+    if jobs.len() <= 1 {
+        for job in jobs {
+            run_alone(job, runner, metrics);
+        }
+        return;
+    }
+    let row_counts: Vec<usize> = jobs.iter().map(|j| j.rows.unwrap_or(1)).collect();
+    let total = row_counts.iter().try_fold(0usize, |acc, &r| acc.checked_add(r));
+    let inputs: Vec<&[Tensor]> = jobs.iter().map(|j| j.inputs.as_slice()).collect();
+    let (Some(total), Some(stacked)) = (total, concat(&inputs)) else {
+        return jobs.into_iter().for_each(|job| run_alone(job, runner, metrics));
+    };
     let started = Instant::now();
-    let live: Vec<Job> = batch.into_iter().filter_map(|job| still_wanted(job, started)).collect();
-    if live.len() > 1 {
-        let inputs: Vec<&[Tensor]> = live.iter().map(|j| j.inputs.as_slice()).collect();
-        let row_counts: Vec<usize> = live.iter().map(|j| j.rows.unwrap_or(1)).collect();
-        if let Some(stacked) = concat(&inputs) {
-            let (result, elapsed) = timed_run(runner, &stacked, metrics, row_counts.iter().sum());
-            if let Some(parts) = result.ok().and_then(|outputs| split(outputs, &row_counts)) {
-                let total = row_counts.iter().sum();
-                for (job, outputs) in live.into_iter().zip(parts) {
+    let (result, elapsed) = timed_run(runner, &stacked, metrics, total);
+    drop(stacked);
+    match result {
+        Ok(outputs) => match split(outputs, &row_counts) {
+            Some(parts) => {
+                for (job, outputs) in jobs.into_iter().zip(parts) {
                     answer(job, Ok(outputs), started, elapsed, total);
                 }
-                return;
+            }
+            // Outputs that do not carry the batch along dim 0: this model runs one by one.
+            None => jobs.into_iter().for_each(|job| run_alone(job, runner, metrics)),
+        },
+        Err(RunError::Refused(_)) => {
+            let mut first = jobs;
+            let second = first.split_off(first.len() / 2);
+            for half in [first, second] {
+                let live = half.into_iter().filter_map(|job| still_wanted(job, Instant::now())).collect();
+                run_together(live, runner, metrics);
+            }
+        }
+        Err(failed @ RunError::Failed(_)) => {
+            for job in jobs {
+                answer(job, Err(failed.clone()), started, elapsed, total);
             }
         }
     }
-    // One request, or a batch that could not run together: each on its own.
-    for job in live {
-        let rows = job.rows.unwrap_or(1);
-        let run_started = Instant::now();
-        let (result, elapsed) = timed_run(runner, &job.inputs, metrics, rows);
-        answer(job, result, run_started, elapsed, rows);
-    }
+}
+
+fn run_alone(job: Job, runner: &mut dyn Runner, metrics: &VersionMetrics) {
+    let rows = job.rows.unwrap_or(1);
+    let started = Instant::now();
+    let (result, elapsed) = timed_run(runner, &job.inputs, metrics, rows);
+    answer(job, result, started, elapsed, rows);
 }
 
 /// Drops a request whose caller went away; fails one whose deadline passed.
@@ -249,11 +312,11 @@ fn timed_run(
     inputs: &[Tensor],
     metrics: &VersionMetrics,
     rows: usize,
-) -> (Result<Vec<Tensor>, String>, Duration) {
+) -> (Result<Vec<Tensor>, RunError>, Duration) {
     let started = Instant::now();
     // A panic inside the runtime must not take the worker (and every later request) with it.
     let result = catch_unwind(AssertUnwindSafe(|| runner.run(inputs)))
-        .unwrap_or_else(|_| Err("the model runtime panicked".to_string()));
+        .unwrap_or_else(|_| Err(RunError::Failed("the model runtime panicked".to_string())));
     let elapsed = started.elapsed();
     metrics.inference.record(elapsed.as_secs_f64());
     metrics.batch_size.record(rows as f64);
@@ -263,7 +326,7 @@ fn timed_run(
 
 fn answer(
     job: Job,
-    result: Result<Vec<Tensor>, String>,
+    result: Result<Vec<Tensor>, RunError>,
     run_started: Instant,
     elapsed: Duration,
     rows: usize,
@@ -271,7 +334,10 @@ fn answer(
     let queue_time = run_started.saturating_duration_since(job.enqueued_at);
     let result = result
         .map(|outputs| Completed { outputs, queue_time, inference_time: elapsed, batch_rows: rows })
-        .map_err(|reason| InferError::Failed { reason });
+        .map_err(|e| match e {
+            RunError::Refused(reason) => InferError::Refused { reason },
+            RunError::Failed(reason) => InferError::Failed { reason },
+        });
     let _ = job.reply.send(result);
 }
 
@@ -280,18 +346,26 @@ mod tests {
     use super::*;
     use crate::tensor::TensorData;
 
-    /// Doubles its one input; fails on any negative element; records batch sizes.
+    /// Doubles its one input; refuses any negative element (the request's fault) and fails on
+    /// NaN (the runtime's); records the batch size of every run that succeeded and counts every
+    /// attempt.
+    #[derive(Default)]
     struct Doubler {
         runs: Vec<usize>,
+        attempts: usize,
     }
 
     impl Runner for Doubler {
-        fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
+        fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunError> {
+            self.attempts += 1;
             let TensorData::F32(v) = &inputs[0].data else {
-                return Err("wrong type".into());
+                return Err(RunError::Failed("wrong type".into()));
             };
+            if v.iter().any(|x| x.is_nan()) {
+                return Err(RunError::Failed("NaN".into()));
+            }
             if v.iter().any(|x| *x < 0.0) {
-                return Err("negative input".into());
+                return Err(RunError::Refused("negative input".into()));
             }
             self.runs.push(inputs[0].shape[0]);
             let data = TensorData::F32(v.iter().map(|x| x * 2.0).collect());
@@ -316,6 +390,14 @@ mod tests {
         policy: BatchPolicy,
         requests: Vec<Arc<Vec<Tensor>>>,
     ) -> (Vec<Result<Completed, InferError>>, Vec<usize>) {
+        let (results, runner) = run_all_with(policy, requests);
+        (results, runner.runs)
+    }
+
+    fn run_all_with(
+        policy: BatchPolicy,
+        requests: Vec<Arc<Vec<Tensor>>>,
+    ) -> (Vec<Result<Completed, InferError>>, Doubler) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
         let (queue, receiver) = queue(&policy);
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -323,7 +405,7 @@ mod tests {
             .into_iter()
             .map(|r| {
                 let q = queue.clone();
-                rt.spawn(async move { q.infer(r, deadline).await })
+                rt.spawn(async move { q.infer(r, deadline, q.expect()).await })
             })
             .collect();
         // Let every spawned request reach the queue before the worker starts.
@@ -335,9 +417,9 @@ mod tests {
         drop(queue);
         let metrics = VersionMetrics::new("test", 1);
         let worker = std::thread::spawn(move || {
-            let mut runner = Doubler { runs: Vec::new() };
+            let mut runner = Doubler::default();
             serve(receiver, &mut runner, policy, true, &metrics);
-            runner.runs
+            runner
         });
         let results = futures.into_iter().map(|f| rt.block_on(f).unwrap()).collect();
         (results, worker.join().unwrap())
@@ -361,8 +443,31 @@ mod tests {
     fn a_failing_request_does_not_fail_its_batch_mates() {
         let (results, _) = run_all(policy(8), vec![input(&[1.0]), input(&[-1.0]), input(&[3.0])]);
         assert!(results[0].is_ok());
-        assert_eq!(results[1].as_ref().unwrap_err(), &InferError::Failed { reason: "negative input".into() });
+        assert_eq!(
+            results[1].as_ref().unwrap_err(),
+            &InferError::Refused { reason: "negative input".into() }
+        );
         assert!(results[2].is_ok());
+    }
+
+    #[test]
+    fn a_refused_request_costs_its_batch_mates_a_logarithmic_number_of_runs() {
+        // 16 requests, one refused: halving finds it in 1 + 2·log₂(16) = 9 runs at most
+        // (retrying each request alone took 17), and the others still share runs.
+        let requests = (0..16).map(|i| input(&[if i == 11 { -1.0 } else { i as f32 }])).collect();
+        let (results, runner) = run_all_with(policy(16), requests);
+        assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1);
+        assert!(matches!(results[11], Err(InferError::Refused { .. })));
+        assert!(runner.attempts <= 9, "{} runs", runner.attempts);
+        assert!(runner.runs.iter().any(|&rows| rows >= 8), "{:?}", runner.runs);
+    }
+
+    #[test]
+    fn a_runtime_failure_answers_the_batch_without_retries() {
+        let requests = vec![input(&[1.0]), input(&[f32::NAN]), input(&[3.0]), input(&[4.0])];
+        let (results, runner) = run_all_with(policy(8), requests);
+        assert_eq!(runner.attempts, 1);
+        assert!(results.iter().all(|r| matches!(r, Err(InferError::Failed { .. }))));
     }
 
     #[test]
@@ -381,13 +486,16 @@ mod tests {
         let already_passed = Instant::now();
         let pending = rt.spawn({
             let q = queue.clone();
-            async move { q.infer(input(&[1.0]), already_passed).await }
+            async move {
+                let waiting = q.infer(input(&[1.0]), already_passed, q.expect());
+                tokio::time::timeout_at(already_passed.into(), waiting).await
+            }
         });
         // The caller gives up at its deadline; its request is still queued.
-        assert_eq!(rt.block_on(pending).unwrap().unwrap_err(), InferError::TimedOut);
+        assert!(rt.block_on(pending).unwrap().is_err());
         assert_eq!(queue.depth(), 1);
         drop(queue);
-        let mut runner = Doubler { runs: Vec::new() };
+        let mut runner = Doubler::default();
         serve(receiver, &mut runner, policy(1), true, &VersionMetrics::new("test", 1));
         assert!(runner.runs.is_empty());
     }
@@ -396,7 +504,7 @@ mod tests {
     fn patient_worker(receiver: QueueReceiver) -> std::thread::JoinHandle<Vec<usize>> {
         let p = BatchPolicy { max_queue_delay: Duration::from_secs(3600), ..policy(8) };
         std::thread::spawn(move || {
-            let mut runner = Doubler { runs: Vec::new() };
+            let mut runner = Doubler::default();
             serve(receiver, &mut runner, p, true, &VersionMetrics::new("test", 1));
             runner.runs
         })
@@ -407,13 +515,28 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
         let (queue, receiver) = queue(&policy(8));
         let worker = patient_worker(receiver);
-        let _coming = queue.expect();
         let deadline = Instant::now() + Duration::from_secs(30);
         // With nobody else routed here, the hour-long delay must not apply.
-        let done = rt.block_on(queue.infer(input(&[1.0]), deadline)).unwrap();
+        let done = rt.block_on(queue.infer(input(&[1.0]), deadline, queue.expect())).unwrap();
         assert_eq!(done.batch_rows, 1);
-        drop((queue, _coming));
+        drop(queue);
         assert_eq!(worker.join().unwrap(), vec![1]);
+    }
+
+    #[test]
+    fn an_answered_request_is_not_waited_for() {
+        // One client sending request after request: the worker has answered each before the
+        // next arrives, so none of them may wait out the hour-long delay for its predecessor.
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let (queue, receiver) = queue(&policy(8));
+        let worker = patient_worker(receiver);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for i in 0..3 {
+            let done = rt.block_on(queue.infer(input(&[i as f32]), deadline, queue.expect())).unwrap();
+            assert_eq!(done.batch_rows, 1);
+        }
+        drop(queue);
+        assert_eq!(worker.join().unwrap(), vec![1, 1, 1]);
     }
 
     #[test]
@@ -424,7 +547,7 @@ mod tests {
         let (first_guard, second_guard) = (queue.expect(), queue.expect());
         let deadline = Instant::now() + Duration::from_secs(30);
         let q = queue.clone();
-        let first = rt.spawn(async move { q.infer(input(&[1.0]), deadline).await });
+        let first = rt.spawn(async move { q.infer(input(&[1.0]), deadline, first_guard).await });
         rt.block_on(async {
             while queue.depth() == 0 {
                 tokio::task::yield_now().await
@@ -436,10 +559,10 @@ mod tests {
                 tokio::task::yield_now().await
             }
         });
-        let second = rt.block_on(queue.infer(input(&[2.0]), deadline)).unwrap();
+        let second = rt.block_on(queue.infer(input(&[2.0]), deadline, second_guard)).unwrap();
         let first = rt.block_on(first).unwrap().unwrap();
         assert_eq!((first.batch_rows, second.batch_rows), (2, 2));
-        drop((queue, first_guard, second_guard));
+        drop(queue);
         assert_eq!(worker.join().unwrap(), vec![2]);
     }
 
@@ -450,13 +573,13 @@ mod tests {
         let (queue, _receiver) = queue(&p);
         let deadline = Instant::now() + Duration::from_secs(30);
         let q = queue.clone();
-        let _first = rt.spawn(async move { q.infer(input(&[1.0]), deadline).await });
+        let _first = rt.spawn(async move { q.infer(input(&[1.0]), deadline, q.expect()).await });
         rt.block_on(async {
             while queue.depth() < 1 {
                 tokio::task::yield_now().await
             }
         });
-        let second = rt.block_on(queue.infer(input(&[2.0]), deadline));
+        let second = rt.block_on(queue.infer(input(&[2.0]), deadline, queue.expect()));
         assert_eq!(second.unwrap_err(), InferError::QueueFull { capacity: 1 });
     }
 }

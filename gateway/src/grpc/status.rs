@@ -28,6 +28,7 @@ pub fn code(e: &ApiError) -> Code {
         ApiError::NotReady { .. } => Code::Unavailable,
         ApiError::ShuttingDown => Code::Unavailable,
         ApiError::TimedOut(_) => Code::DeadlineExceeded,
+        ApiError::InputRefused(_) => Code::InvalidArgument,
         ApiError::InferenceFailed(_) => Code::Internal,
         ApiError::Internal(_) => Code::Internal,
         ApiError::Unauthorized => Code::Unauthenticated,
@@ -53,6 +54,7 @@ mod tests {
             (ApiError::Overloaded("full".into()), Code::Unavailable, 503),
             (ApiError::TimedOut("late".into()), Code::DeadlineExceeded, 504),
             (ApiError::InferenceFailed("boom".into()), Code::Internal, 500),
+            (ApiError::InputRefused("index out of range".into()), Code::InvalidArgument, 400),
         ];
         for (e, grpc, http) in cases {
             let s = of(&e);

@@ -42,6 +42,8 @@ struct Watch {
     /// Rows recorded; PSI is recomputed every `PSI_EVERY` of them.
     seen: std::sync::atomic::AtomicU64,
     window: Mutex<WindowStats>,
+    /// `gateway_feedback_total` per judgement, in `Judgement` order.
+    feedback: [Counter; 6],
 }
 
 /// A version's PSI is recomputed every this many predictions (cheap, but not per request).
@@ -107,7 +109,8 @@ impl Monitor {
             && let Some(store) = self.store(model, cfg)
         {
             let classes = rows.iter().map(|r| r.class).collect();
-            store.insert(id, Prediction { version, role, classes }, Instant::now());
+            let limits = (cfg.feedback_ttl, cfg.feedback_capacity);
+            store.insert(id, Prediction { version, role, classes }, Instant::now(), limits);
         }
     }
 
@@ -142,9 +145,11 @@ impl Monitor {
         gauge.set(psi(&baseline, &actual));
     }
 
-    /// Counts a finished request for the rollout window of a candidate.
+    /// Counts a finished request for the rollout window of a candidate. Requests that failed by
+    /// the client's fault are left out altogether: a client must not be able to raise the error
+    /// rate, nor dilute it, nor fill `min_requests` with requests the version never judged.
     pub fn record_request(&self, model: &str, version: u64, role: Role, outcome: Outcome, latency: Duration) {
-        if role != Role::Candidate {
+        if role != Role::Candidate || outcome == Outcome::ClientError {
             return;
         }
         let watch = self.watch(model, version);
@@ -185,7 +190,7 @@ impl Monitor {
             match store.take(id, labels.len(), now) {
                 Lookup::Unknown => continue,
                 Lookup::Expired => {
-                    telemetry::count_feedback(Some(name), None, "expired");
+                    telemetry::count_feedback(Some(name), "expired");
                     return Err(ApiError::Gone(format!(
                         "the prediction for id {id:?} is older than monitor.feedback_ttl_s ({} s)",
                         cfg.feedback_ttl.as_secs()
@@ -205,7 +210,7 @@ impl Monitor {
                 Lookup::Found(p) => return self.join(name, cfg, id, &p, &labels),
             }
         }
-        telemetry::count_feedback(None, None, "unknown");
+        telemetry::count_feedback(None, "unknown");
         Err(ApiError::NotFound(format!(
             "no recent prediction with id {id:?} (ids are the request's \"id\", or its x-request-id when it had none)"
         )))
@@ -224,7 +229,7 @@ impl Monitor {
         for (class, &label) in p.classes.iter().zip(labels) {
             let Some(class) = class else { continue };
             let j = feedback::judge(*class, label, cfg.positive_class);
-            telemetry::count_feedback(Some(model), Some(p.version), j.as_str());
+            watch.feedback[j as usize].increment(1);
             if p.role == Role::Candidate
                 && let Ok(mut w) = watch.window.lock()
             {
@@ -309,10 +314,8 @@ impl Watch {
         Watch {
             model: model.to_string(),
             version,
-            value: {
-                telemetry::register_feedback(model, version);
-                telemetry::prediction_value(model, version)
-            },
+            value: telemetry::prediction_value(model, version),
+            feedback: telemetry::feedback_counters(model, version),
             classes: Mutex::new(HashMap::new()),
             drift: Mutex::new(drift::Window::default()),
             psi: OnceLock::new(),

@@ -51,6 +51,36 @@ pub enum OnnxError {
     /// An input ONNX Runtime cannot accept although it matches the signature.
     #[error("{reason}")]
     Input { reason: String },
+    /// ONNX Runtime refused the inputs of a run (see `refused_by_inputs`): the request's fault.
+    #[error("{reason}")]
+    Refused { reason: String },
     #[error("inference failed: {reason}")]
     Run { reason: String },
+}
+
+/// Shape failures ONNX Runtime's CPU kernels report with its generic FAIL code: inputs that
+/// agree with the model's declared signature but not with each other inside its graph.
+const SHAPE_FAILURES: [&str; 6] = [
+    "attempting to broadcast",
+    "cannot be reshaped",
+    "dimension mismatch",
+    "mismatched dimensions",
+    "invalid dimensions",
+    "shape mismatch",
+];
+
+/// Whether a failed run was caused by what the request carried: ONNX Runtime's
+/// INVALID_ARGUMENT (an index out of range, a dimension the model does not take), or one of
+/// its shape failures. Everything else (allocation, execution provider, a model that cannot
+/// run at all) is the server's.
+pub fn refused_by_inputs(code: ort::error::ErrorCode, message: &str) -> bool {
+    use ort::error::ErrorCode;
+    match code {
+        ErrorCode::InvalidArgument => true,
+        ErrorCode::GenericFailure => {
+            let message = message.to_ascii_lowercase();
+            SHAPE_FAILURES.iter().any(|marker| message.contains(marker))
+        }
+        _ => false,
+    }
 }

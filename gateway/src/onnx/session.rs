@@ -70,7 +70,13 @@ impl OnnxSession {
         for t in inputs {
             values.push((Cow::Borrowed(t.name.as_str()), input_value(t)?));
         }
-        let run_error = |e: ort::Error| OnnxError::Run { reason: e.to_string() };
+        let run_error = |e: ort::Error| {
+            if super::refused_by_inputs(e.code(), e.message()) {
+                OnnxError::Refused { reason: e.message().to_string() }
+            } else {
+                OnnxError::Run { reason: e.to_string() }
+            }
+        };
         let outputs = match &self.selected {
             None => self.session.run(values).map_err(run_error)?,
             Some(options) => self.session.run_with_options(values, options).map_err(run_error)?,
@@ -97,7 +103,7 @@ impl OnnxSession {
             .map(|spec| {
                 let shape: Vec<usize> =
                     spec.shape.iter().map(|&d| if d < 0 { 1 } else { d as usize }).collect();
-                let len = shape.iter().product();
+                let len = crate::tensor::element_count(&shape).unwrap_or(0);
                 Tensor { name: spec.name.clone(), shape, data: TensorData::zeros(spec.datatype, len) }
             })
             .collect();

@@ -4,13 +4,16 @@
 use std::thread::JoinHandle;
 
 use super::{OnnxError, OnnxSession};
-use crate::batching::{self, BatchPolicy, QueueReceiver, Runner};
+use crate::batching::{self, BatchPolicy, QueueReceiver, RunError, Runner};
 use crate::telemetry::VersionMetrics;
 use crate::tensor::Tensor;
 
 impl Runner for OnnxSession {
-    fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
-        OnnxSession::run(self, inputs).map_err(|e| e.to_string())
+    fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunError> {
+        OnnxSession::run(self, inputs).map_err(|e| match e {
+            OnnxError::Input { reason } | OnnxError::Refused { reason } => RunError::Refused(reason),
+            other => RunError::Failed(other.to_string()),
+        })
     }
 }
 

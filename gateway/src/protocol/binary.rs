@@ -86,8 +86,8 @@ fn decode_bytes(name: &str, count: usize, mut bytes: &[u8]) -> Result<Vec<Vec<u8
 /// Bytes `encode` will write for `data`.
 pub fn encoded_len(data: &TensorData) -> usize {
     match data {
-        TensorData::Bytes(v) => v.iter().map(|e| 4 + e.len()).sum(),
-        other => other.len() * other.datatype().element_size().unwrap_or(0),
+        TensorData::Bytes(v) => v.iter().fold(0usize, |acc, e| acc.saturating_add(4 + e.len())),
+        other => other.len().saturating_mul(other.datatype().element_size().unwrap_or(0)),
     }
 }
 

@@ -37,13 +37,32 @@ pub struct OutputChoice {
 
 #[derive(Debug, Clone, Copy)]
 pub struct DecodeLimits {
-    /// Cap on elements in one tensor, whatever the body size (guards BYTES and 0-size tricks).
+    /// Cap on the extent of one tensor: the product of its dimensions, zeros counted as ones,
+    /// so a zero-element tensor cannot claim dimensions no tensor may have.
     pub max_elements: usize,
+    /// Rows (dim 0) one request may send to a batched version: its `max_batch_size`.
+    pub max_batch: Option<usize>,
 }
+
+/// The hard cap on `max_elements`, whatever the body size.
+const MAX_ELEMENTS: usize = 1 << 28;
 
 impl Default for DecodeLimits {
     fn default() -> DecodeLimits {
-        DecodeLimits { max_elements: 1 << 28 }
+        DecodeLimits { max_elements: MAX_ELEMENTS, max_batch: None }
+    }
+}
+
+impl DecodeLimits {
+    /// The limits for one request: every element takes at least one byte in every encoding
+    /// (JSON, binary, gRPC typed or raw, after decompression), so no tensor may span more
+    /// elements than `max_request_bytes`; `max_batch` is the version's `max_batch_size` when it
+    /// batches (0 means it does not).
+    pub fn for_request(max_request_bytes: usize, max_batch_size: usize) -> DecodeLimits {
+        DecodeLimits {
+            max_elements: max_request_bytes.clamp(1, MAX_ELEMENTS),
+            max_batch: (max_batch_size > 0).then_some(max_batch_size),
+        }
     }
 }
 

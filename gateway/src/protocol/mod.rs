@@ -50,6 +50,10 @@ pub enum ApiError {
     Overloaded(String),
     #[error("{0}")]
     TimedOut(String),
+    /// The runtime refused the request's inputs (ONNX Runtime's INVALID_ARGUMENT or a shape its
+    /// graph cannot take): valid for the model's signature, but not for its graph.
+    #[error("{0}")]
+    InputRefused(String),
     #[error("{0}")]
     InferenceFailed(String),
     /// Something other than a model or version that does not exist (a feedback id, a rollout).
@@ -88,6 +92,7 @@ impl ApiError {
             ApiError::NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::InputRefused(_) => StatusCode::BAD_REQUEST,
             ApiError::InferenceFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Gone(_) => StatusCode::GONE,

@@ -56,6 +56,14 @@ impl<'s> InputSlots<'s> {
         if let Some(problem) = spec.shape_mismatch(&shape) {
             return Err(ApiError::Mismatch(problem));
         }
+        if let (Some(max), Some(&rows), true) =
+            (limits.max_batch, shape.first(), spec.has_dynamic_batch_dim())
+            && rows > max
+        {
+            return Err(ApiError::Mismatch(format!(
+                "input '{name}' has {rows} rows (dim 0) but this model version takes at most {max} per request (its max_batch_size)"
+            )));
+        }
         let count = element_count(&shape).unwrap_or(usize::MAX);
         Ok(CheckedInput { index, spec, datatype, shape, count })
     }
@@ -105,10 +113,13 @@ fn checked_shape(name: &str, dims: &[i64], limits: &DecodeLimits) -> Result<Vec<
         })?;
         shape.push(d);
     }
-    match element_count(&shape) {
+    // Zeros count as ones: a tensor with no elements may still not claim dimensions that no
+    // tensor may have (ONNX Runtime would size its outputs, and allocate them, from the others).
+    let extent = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d.max(1)));
+    match extent {
         Some(n) if n <= limits.max_elements => Ok(shape),
         _ => Err(ApiError::Malformed(format!(
-            "input '{name}' has shape {dims:?}, more than the {} elements a tensor may hold",
+            "input '{name}' has shape {dims:?}, whose dimensions (zeros counted as ones) span more than the {} elements a tensor may hold",
             limits.max_elements
         ))),
     }
