@@ -19,13 +19,15 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use gateway::batching::BatchPolicy;
 use gateway::onnx::SessionOptions;
 use gateway::protocol::{DecodeLimits, decode_infer, encode_infer};
-use gateway::registry::{ServedVersion, VersionKey};
+use gateway::registry::{FileId, ServedVersion, VersionKey};
 
 const MODEL: &str = "credit-scoring";
 
 fn served(max_batch_size: usize, delay_us: u64) -> Arc<ServedVersion> {
+    let path = model_file(MODEL, 1);
     let key = VersionKey {
-        path: model_file(MODEL, 1),
+        file: FileId::of(&path),
+        path,
         instances: 1,
         policy: BatchPolicy {
             max_batch_size,
@@ -42,7 +44,7 @@ fn served(max_batch_size: usize, delay_us: u64) -> Arc<ServedVersion> {
 async fn one_request(version: &ServedVersion, body: &[u8], limits: &DecodeLimits) -> usize {
     let request = decode_infer(body, None, &version.signature, limits).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
-    let done = version.infer(Arc::new(request.inputs), deadline).await.unwrap();
+    let done = version.infer(Arc::new(request.inputs), deadline, version.expect()).await.unwrap();
     let encoded =
         encode_infer(&version.model, version.version, request.id.as_deref(), &done.outputs, &request.outputs);
     encoded.body.len()

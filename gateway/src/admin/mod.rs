@@ -129,6 +129,7 @@ fn model_state(m: &ServedModel) -> Value {
                 "version": v.version,
                 "state": "serving",
                 "path": v.path().display().to_string(),
+                "file_digest": v.key.file.digest_hex(),
                 "loaded_at_unix": v.loaded_at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
                 "instances": v.worker_count(),
                 "queue_depth": v.queue_depth(),

@@ -7,6 +7,8 @@
 //! freed when the last request holding the old snapshot finishes (its queue closes, its worker
 //! threads drain and exit).
 
+mod budget;
+mod file;
 mod version;
 
 use std::collections::{BTreeMap, HashMap};
@@ -15,8 +17,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
-use tokio::sync::Semaphore;
 
+pub use budget::{ShadowBudget, ShadowPermit};
+pub use file::FileId;
 pub use version::{ServedVersion, VersionKey};
 
 use crate::batching::BatchPolicy;
@@ -33,8 +36,9 @@ pub struct ServedModel {
     pub routing: RoutingTable,
     /// Why the model is not served, when it could not be loaded at start-up.
     pub failure: Option<String>,
-    /// Permits for mirrored requests in flight (`routing.shadow_max_in_flight`).
-    pub shadow_budget: Arc<Semaphore>,
+    /// Mirrored requests in flight (`routing.shadow_max_in_flight`): the model's, shared by
+    /// every snapshot that serves it.
+    pub shadow_budget: Arc<ShadowBudget>,
 }
 
 impl ServedModel {
@@ -150,7 +154,8 @@ impl Registry {
 }
 
 /// Publishes what `next` serves: `gateway_model_loaded` (1 per served version, 0 for dropped
-/// ones) and `gateway_route_weight_percent` (0 for shares that went away).
+/// ones) and `gateway_route_weight_percent` (0 for shares that went away); applies its shadow
+/// budget limits.
 fn mark_loaded(previous: Option<&ServingSnapshot>, next: &ServingSnapshot) {
     let next_weights = weights(next);
     if let Some(prev) = previous {
@@ -168,6 +173,11 @@ fn mark_loaded(previous: Option<&ServingSnapshot>, next: &ServingSnapshot) {
     }
     for v in next.versions() {
         v.metrics.loaded.set(1.0);
+    }
+    for (name, m) in &next.models {
+        if let Some(config) = next.config.models.get(name) {
+            m.shadow_budget.set_limit(config.routing.shadow_max_in_flight);
+        }
     }
     for m in next.models.values() {
         telemetry::model_ready(&m.name, m.is_ready());
@@ -225,7 +235,11 @@ pub fn prepare(
         problems.extend(model_problems);
         let routing = routing_table(model, overrides);
         let versions = if failure.is_some() { BTreeMap::new() } else { versions };
-        let shadow_budget = Arc::new(Semaphore::new(model.routing.shadow_max_in_flight));
+        // The running budget, kept (its limit follows the config when the snapshot is flipped).
+        let shadow_budget = match reuse {
+            Some(previous) => previous.shadow_budget.clone(),
+            None => ShadowBudget::new(model.routing.shadow_max_in_flight),
+        };
         models.insert(
             name.clone(),
             ServedModel { name: name.clone(), versions, routing, failure, shadow_budget },
@@ -312,9 +326,12 @@ fn is_shadow_only(model: &ModelConfig, version: u64) -> bool {
         && !r.pin_only.contains(&version)
 }
 
+/// How `version` of `model` is to be built. Blocking: reads the model file to identify it.
 pub fn version_key(config: &GatewayConfig, model: &ModelConfig, version: u64) -> VersionKey {
+    let path = model.model_path(version);
     VersionKey {
-        path: model.model_path(version),
+        file: FileId::of(&path),
+        path,
         instances: model.instances,
         policy: BatchPolicy {
             max_batch_size: model.batching.max_batch_size,

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use super::file::FileId;
 use crate::batching::{self, BatchPolicy, Completed, InferError, Queue};
 use crate::onnx::{OnnxError, OnnxSession, SessionOptions, WorkerPool, spawn_workers};
 use crate::telemetry::VersionMetrics;
@@ -14,6 +15,8 @@ use crate::tensor::{ModelSignature, Tensor};
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct VersionKey {
     pub path: PathBuf,
+    /// The file's size, time and content digest: a file replaced in place is a new version.
+    pub file: FileId,
     pub instances: usize,
     pub policy: BatchPolicy,
     pub options: SessionOptions,
@@ -53,7 +56,8 @@ impl ServedVersion {
             .first()
             .map(|s| s.signature().clone())
             .ok_or_else(|| OnnxError::Load { path: key.path.clone(), reason: "no session".to_string() })?;
-        let metrics = VersionMetrics::new(model, version);
+        let outputs: Vec<String> = signature.outputs.iter().map(|o| o.name.clone()).collect();
+        let metrics = VersionMetrics::with_outputs(model, version, &outputs);
         let (queue, receiver) = batching::queue(&key.policy);
         let workers = spawn_workers(
             &format!("{model}-v{version}"),
@@ -83,9 +87,15 @@ impl ServedVersion {
         })
     }
 
-    /// Runs validated inputs (in signature order) through this version's queue.
-    pub async fn infer(&self, inputs: Arc<Vec<Tensor>>, deadline: Instant) -> Result<Completed, InferError> {
-        self.queue.infer(inputs, deadline).await
+    /// Runs validated inputs (in signature order) through this version's queue. `expected` is
+    /// the request's announcement (`expect`); the caller bounds the wait by its deadline.
+    pub async fn infer(
+        &self,
+        inputs: Arc<Vec<Tensor>>,
+        deadline: Instant,
+        expected: batching::Expected,
+    ) -> Result<Completed, InferError> {
+        self.queue.infer(inputs, deadline, expected).await
     }
 
     pub fn path(&self) -> &Path {
@@ -103,7 +113,8 @@ impl ServedVersion {
     }
 
     /// Announces a request routed here (see `batching`: batch-mates are waited for only while
-    /// some are coming); hold the guard until the request is answered.
+    /// some are coming); hand the guard to `infer`, which withdraws it when the request is
+    /// answered.
     pub fn expect(&self) -> batching::Expected {
         self.queue.expect()
     }
