@@ -13,11 +13,10 @@ use crate::admin::{AdminPlane, admin_service};
 use crate::admission::Admission;
 use crate::config::GatewayConfig;
 use crate::grpc::{self, GrpcPlane};
-use crate::http::{self, DataPlane};
+use crate::http::{self, ConnectionSlots, DataPlane};
 use crate::inference::Inference;
 use crate::monitor::{Monitor, run_rollouts};
 use crate::onnx::{self, OnnxError};
-use crate::protocol::DecodeLimits;
 use crate::registry::{self, OnFailure, Registry};
 use crate::reload::{ConfigSource, Reloader, watch_file};
 use crate::shadow::Shadows;
@@ -95,11 +94,7 @@ impl Gateway {
         let limits = http::connection_limits(server);
         // One in-flight limit for both front ends.
         let admission = Admission::new(server.max_in_flight);
-        let plane = Arc::new(DataPlane {
-            registry: registry.clone(),
-            inference: inference.clone(),
-            decode_limits: DecodeLimits::default(),
-        });
+        let plane = Arc::new(DataPlane { registry: registry.clone(), inference: inference.clone() });
         let admin_plane = Arc::new(AdminPlane {
             registry: registry.clone(),
             reloader: reloader.clone(),
@@ -107,25 +102,28 @@ impl Gateway {
             metrics,
             token: config.admin.token.clone(),
         });
+        // One connection cap for both data-plane front ends; the admin plane has its own.
+        let data_slots = ConnectionSlots::new("data", server.max_connections);
+        let admin_slots = ConnectionSlots::new("admin", server.max_connections);
         let mut tasks = vec![
             tokio::spawn(http::serve(
                 data,
-                http::data_service(plane, server, admission.clone()),
+                http::data_service(plane, admission.clone()),
                 limits,
+                data_slots.clone(),
                 signal.clone(),
             )),
-            tokio::spawn(http::serve(admin, admin_service(admin_plane), limits, signal.clone())),
+            tokio::spawn(http::serve(admin, admin_service(admin_plane), limits, admin_slots, signal.clone())),
             tokio::spawn(run_rollouts(monitor.clone(), registry.clone(), signal.clone())),
         ];
         if let Some((listener, _)) = grpc {
             let grpc_plane = Arc::new(GrpcPlane {
                 registry: registry.clone(),
                 inference: inference.clone(),
-                decode_limits: DecodeLimits::default(),
                 max_message_bytes: server.max_request_bytes,
                 admission,
             });
-            tasks.push(tokio::spawn(grpc::serve(listener, grpc_plane, limits, signal.clone())));
+            tasks.push(tokio::spawn(grpc::serve(listener, grpc_plane, limits, data_slots, signal.clone())));
         }
         if let (true, ConfigSource::File { path, .. }) = (watch, &source) {
             // Read now, not when the task first runs: an edit made meanwhile must count.

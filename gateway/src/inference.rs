@@ -1,7 +1,12 @@
-//! The request flow every front end (HTTP, gRPC) shares once it knows the model: pick the
-//! version (from the one snapshot the request holds), run the decoded inputs through that
-//! version's queue, then hand a copy to the shadows and record the request's metrics once.
-//! Decoding and encoding stay in the front ends; everything here is protocol-agnostic.
+//! The request flow every front end (HTTP, gRPC) shares once it has a whole request:
+//! `Inference::serve` picks the version (from the one snapshot the request holds), decodes the
+//! request against that version's signature, runs it through the version's queue, encodes the
+//! answer, hands a copy to the shadows, and records the request's metrics and log line once,
+//! all under the request's one `Deadline`. The front ends only say how to decode and encode
+//! their wire format; everything here is protocol-agnostic.
+//!
+//! A version's time starts when it is picked, which is after the request is whole: a slow
+//! upload never counts toward a version's latency, timeouts or rollout gates.
 //!
 //! Also the lookups both front ends answer metadata, readiness and config requests with, so
 //! HTTP and gRPC describe a model identically.
@@ -11,14 +16,15 @@ use std::time::{Duration, Instant};
 
 use crate::batching::{Expected, InferError};
 use crate::config::valid_model_name;
+use crate::deadline::Deadline;
 use crate::monitor::Monitor;
-use crate::protocol::{ApiError, metadata};
+use crate::protocol::{ApiError, DecodeLimits, InferRequest, OutputChoice, metadata};
 use crate::registry::{ServedModel, ServedVersion, ServingSnapshot};
 use crate::routing::{Route, RouteReason};
 use crate::shadow::{OnOutputs, Shadows};
 use crate::telemetry::stats::ModelStats;
-use crate::telemetry::{self, Outcome, Role};
-use crate::tensor::Tensor;
+use crate::telemetry::{self, Outcome, Role, RolloutComparison};
+use crate::tensor::{ModelSignature, Tensor};
 
 /// Services the flow needs beyond the snapshot.
 #[derive(Default)]
@@ -32,13 +38,19 @@ pub struct Target {
     pub version: Arc<ServedVersion>,
     pub route: Route,
     started: Instant,
-    _expected: Expected,
 }
 
 /// What the answering version produced.
 pub struct Answer {
     pub inputs: Arc<Vec<Tensor>>,
     pub outputs: Arc<Vec<Tensor>>,
+}
+
+/// A served request's reply, and the version that answered it, and why.
+pub struct Served<R> {
+    pub reply: R,
+    pub version: u64,
+    pub reason: RouteReason,
 }
 
 /// Finds the model; errors here are counted without version labels.
@@ -118,14 +130,14 @@ pub fn not_ready(m: &ServedModel) -> ApiError {
     }
 }
 
-/// Chooses the answering version. `pinned` comes from the path or the request itself;
-/// `header` looks up a request header (HTTP) or metadata entry (gRPC) by lower-case name, for
-/// the model's pin and sticky headers.
+/// Chooses the answering version and announces the request to it. `pinned` comes from the
+/// path or the request itself; `header` looks up a request header (HTTP) or metadata entry
+/// (gRPC) by lower-case name, for the model's pin and sticky headers.
 pub fn pick<'h>(
     m: &ServedModel,
     pinned: Option<u64>,
     header: impl Fn(&str) -> Option<&'h [u8]>,
-) -> Result<Target, ApiError> {
+) -> Result<(Target, Expected), ApiError> {
     let started = Instant::now();
     let pinned = match pinned {
         Some(v) => Some(v),
@@ -142,8 +154,8 @@ pub fn pick<'h>(
         model: m.name.clone(),
         version: route.version.to_string(),
     })?;
-    let _expected = version.expect();
-    Ok(Target { version, route, started, _expected })
+    let expected = version.expect();
+    Ok((Target { version, route, started }, expected))
 }
 
 fn pinned_by_header<'h>(
@@ -163,19 +175,76 @@ fn pinned_by_header<'h>(
 }
 
 impl Inference {
+    /// Serves one whole request for `model`: pick → `decode` (against the picked version's
+    /// signature, within the request's limits) → queue → `encode` → shadows and monitoring,
+    /// bounded by `deadline` and counted once. `header` looks up request headers (HTTP) or
+    /// metadata (gRPC); a request's `id`, else its `x-request-id`, keys its prediction for a
+    /// later label.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn serve<'h, R>(
+        &self,
+        snapshot: &Arc<ServingSnapshot>,
+        model: &str,
+        pinned: Option<u64>,
+        header: impl Fn(&str) -> Option<&'h [u8]>,
+        deadline: Deadline,
+        decode: impl FnOnce(&ModelSignature, &DecodeLimits) -> Result<InferRequest, ApiError>,
+        encode: impl FnOnce(&ServedVersion, Option<&str>, &[Tensor], &[OutputChoice]) -> Result<R, ApiError>,
+    ) -> Result<Served<R>, ApiError> {
+        let picked = self::model(snapshot, model).and_then(|m| Ok((m, pick(m, pinned, &header)?)));
+        let (m, (target, expected)) = match picked {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(model, error = %e, "refused");
+                count_refused(snapshot, model, &e);
+                return Err(e);
+            }
+        };
+        let work = async {
+            let version = &target.version;
+            let server = &snapshot.config.server;
+            let limits = DecodeLimits::for_request(server.max_request_bytes, version.max_batch_size());
+            let InferRequest { id, inputs, outputs: chosen } = decode(&version.signature, &limits)?;
+            let inputs = Arc::new(inputs);
+            let answer = match self.run(&target, inputs.clone(), deadline, expected).await {
+                Err(ApiError::InputRefused(reason)) if target.route.role == Role::Candidate => {
+                    Err(refusal_by_candidate(m, &target, inputs, deadline, reason).await)
+                }
+                other => other,
+            }?;
+            let reply = encode(version, id.as_deref(), &answer.outputs, &chosen)?;
+            let request_id = id.as_deref().or_else(|| std::str::from_utf8(header("x-request-id")?).ok());
+            self.after_answer(snapshot, m, &target, &answer, request_id, server.request_timeout);
+            Ok(reply)
+        };
+        let result = deadline.bound(work).await;
+        let outcome = result.as_ref().map_or_else(outcome_of, |_| Outcome::Ok);
+        self.finish(&target, outcome);
+        if let Err(e) = &result {
+            let version = target.version.version;
+            if outcome == Outcome::ServerError {
+                tracing::warn!(model, version, error = %e, "inference failed");
+            } else {
+                tracing::debug!(model, version, error = %e, "refused");
+            }
+        }
+        let (version, reason) = (target.version.version, target.route.reason);
+        result.map(|reply| Served { reply, version, reason })
+    }
+
     /// Runs validated inputs (in signature order) on the target version.
-    pub async fn run(
+    async fn run(
         &self,
         target: &Target,
-        inputs: Vec<Tensor>,
-        deadline: Instant,
+        inputs: Arc<Vec<Tensor>>,
+        deadline: Deadline,
+        expected: Expected,
     ) -> Result<Answer, ApiError> {
-        let inputs = Arc::new(inputs);
         let done = target
             .version
-            .infer(inputs.clone(), deadline)
+            .infer(inputs.clone(), deadline.at(), expected)
             .await
-            .map_err(|e| infer_error(e, &target.version))?;
+            .map_err(|e| infer_error(e, &target.version, &deadline))?;
         target.version.metrics.role(target.route.role).queue.record(done.queue_time.as_secs_f64());
         target.version.metrics.stats.record_answered(done.queue_time, done.inference_time);
         Ok(Answer { inputs, outputs: Arc::new(done.outputs) })
@@ -184,7 +253,7 @@ impl Inference {
     /// Once the answer is on its way: record the prediction (kept under `request_id` for a
     /// later label), mirror the request to the shadows (never for pinned calls), and during a
     /// rollout compare a candidate's answer with the primary's.
-    pub fn after_answer(
+    fn after_answer(
         &self,
         snapshot: &Arc<ServingSnapshot>,
         m: &ServedModel,
@@ -223,26 +292,23 @@ impl Inference {
         }
         let Some(primary) = m.primary().cloned() else { return };
         let output = config.monitor.as_ref().map(|mc| mc.output.clone());
-        let (monitor, name, candidate) = (self.monitor.clone(), m.name.clone(), target.version.version);
+        let (monitor, name, candidate) = (self.monitor.clone(), m.name.clone(), target.version.clone());
         let started = self.shadows.compare(m, primary, &answer.inputs, &answer.outputs, output, timeout, {
-            let name = name.clone();
+            let candidate = candidate.clone();
             move |agreed| {
-                telemetry::count_rollout_comparison(
-                    &name,
-                    candidate,
-                    if agreed { "agree" } else { "disagree" },
-                );
-                monitor.record_comparison(&name, candidate, agreed);
+                let result = if agreed { RolloutComparison::Agree } else { RolloutComparison::Disagree };
+                candidate.metrics.count_rollout_comparison(result);
+                monitor.record_comparison(&name, candidate.version, agreed);
             }
         });
         if !started {
-            telemetry::count_rollout_comparison(&name, candidate, "dropped");
+            candidate.metrics.count_rollout_comparison(RolloutComparison::Dropped);
         }
     }
 
     /// Records the request's outcome and duration under its version and role (and in the
     /// candidate's rollout window).
-    pub fn finish(&self, target: &Target, outcome: Outcome) {
+    fn finish(&self, target: &Target, outcome: Outcome) {
         let elapsed = target.started.elapsed();
         target.version.metrics.role(target.route.role).finish(outcome, elapsed);
         target.version.metrics.stats.record_request(outcome == Outcome::Ok, elapsed);
@@ -256,19 +322,43 @@ impl Inference {
     }
 }
 
+/// A candidate refused a request's inputs: the client's fault only if the primary refuses them
+/// too. The primary runs the same inputs (within the request's deadline); when it accepts them
+/// the candidate is broken, not the request: a server error, which counts toward the rollout's
+/// `max_error_rate`. A client therefore cannot roll a candidate back with bad inputs (the
+/// primary refuses them as well), and a candidate that refuses good ones is caught.
+async fn refusal_by_candidate(
+    m: &ServedModel,
+    target: &Target,
+    inputs: Arc<Vec<Tensor>>,
+    deadline: Deadline,
+    reason: String,
+) -> ApiError {
+    let Some(primary) = m.primary() else { return ApiError::InputRefused(reason) };
+    let run = primary.infer(inputs, deadline.at(), primary.expect());
+    match deadline.bound(run).await {
+        Ok(_) => ApiError::InferenceFailed(format!(
+            "{reason}; its primary (version {}) accepts them, so version {} is at fault, not the request",
+            primary.version, target.version.version
+        )),
+        Err(_) => ApiError::InputRefused(reason),
+    }
+}
+
 /// Counts a request that never reached a version.
 pub fn count_refused(snapshot: &ServingSnapshot, model: &str, e: &ApiError) {
     telemetry::count_unrouted(snapshot.model(model).map(|m| m.name.as_str()), outcome_of(e));
 }
 
-fn infer_error(e: InferError, version: &ServedVersion) -> ApiError {
+fn infer_error(e: InferError, version: &ServedVersion, deadline: &Deadline) -> ApiError {
     match e {
         InferError::QueueFull { capacity } => ApiError::Overloaded(format!(
             "model '{}' version {} has {capacity} requests waiting (max_queue); retry shortly",
             version.model, version.version
         )),
-        InferError::TimedOut => ApiError::TimedOut(format!(
-            "model '{}' version {} did not answer before the request deadline",
+        InferError::TimedOut => deadline.error(),
+        InferError::Refused { reason } => ApiError::InputRefused(format!(
+            "model '{}' version {} refused the inputs: {reason}",
             version.model, version.version
         )),
         InferError::Failed { reason } => ApiError::InferenceFailed(reason),
@@ -290,6 +380,7 @@ pub fn outcome_of(e: &ApiError) -> Outcome {
         | ApiError::NotFound(_)
         | ApiError::Gone(_)
         | ApiError::Conflict(_)
+        | ApiError::InputRefused(_)
         | ApiError::Unauthorized => Outcome::ClientError,
         ApiError::NotReady { .. } | ApiError::Overloaded(_) | ApiError::ShuttingDown => Outcome::Rejected,
         ApiError::TimedOut(_) => Outcome::Timeout,

@@ -12,6 +12,7 @@ pub mod admission;
 mod app;
 pub mod batching;
 pub mod config;
+pub mod deadline;
 pub mod grpc;
 pub mod http;
 pub mod inference;

@@ -29,7 +29,7 @@ pub use convert::{decode_request, encode_response};
 pub use service::{GrpcPlane, InferenceService};
 
 use crate::admission::{Admission, Admitted};
-use crate::http::ConnectionLimits;
+use crate::http::{ConnectionLimits, ConnectionSlots};
 use crate::protocol::ApiError;
 use crate::telemetry::{self, Outcome};
 
@@ -60,9 +60,10 @@ pub async fn serve(
     listener: TcpListener,
     plane: Arc<GrpcPlane>,
     limits: ConnectionLimits,
+    slots: Arc<ConnectionSlots>,
     shutdown: watch::Receiver<bool>,
 ) {
-    crate::http::serve(listener, service(plane), limits, shutdown).await;
+    crate::http::serve(listener, service(plane), limits, slots, shutdown).await;
 }
 
 /// In front of the generated server: the shared in-flight limit (UNAVAILABLE beyond it), a

@@ -2,12 +2,12 @@
 //! lookups and the same inference flow (`inference`) as the HTTP handlers, so routing, pins,
 //! sticky keys, shadows, batching and metrics cannot differ between the two front ends.
 //!
-//! ModelInfer: pick (one snapshot for the whole request; pin from `model_version` or the pin
-//! metadata entry, sticky key from metadata) → decode → submit to the version's queue (by the
-//! sooner of `request_timeout_ms` and the client's `grpc-timeout`) → encode → record once.
+//! ModelInfer: the shared flow (`Inference::serve`: pick from one snapshot, decode, queue,
+//! encode, shadows, metrics once), pinned by `model_version` or the pin metadata entry, sticky
+//! by metadata, under the sooner of `request_timeout_ms` and the client's `grpc-timeout`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status, Streaming};
@@ -18,16 +18,15 @@ use super::status;
 use super::stream::{self, InferStream};
 use super::{convert, documents};
 use crate::admission::Admission;
-use crate::inference::{self, Inference, Target, outcome_of};
-use crate::protocol::{ApiError, DecodeLimits, metadata, validate};
-use crate::registry::{Registry, ServedModel, ServingSnapshot};
-use crate::telemetry::Outcome;
+use crate::deadline::Deadline;
+use crate::inference::{self, Inference, Served};
+use crate::protocol::{ApiError, metadata, validate};
+use crate::registry::{Registry, ServingSnapshot};
 
 /// What the RPCs share.
 pub struct GrpcPlane {
     pub registry: Arc<Registry>,
     pub inference: Arc<Inference>,
-    pub decode_limits: DecodeLimits,
     /// `server.max_request_bytes`: the largest message either way.
     pub max_message_bytes: usize,
     /// The in-flight limit shared with HTTP (ModelStreamInfer admits each message with it).
@@ -86,13 +85,11 @@ impl GrpcInferenceService for InferenceService {
 
     async fn model_infer(&self, request: Request<ModelInferRequest>) -> Reply<ModelInferResponse> {
         let (metadata, _, message) = request.into_parts();
-        let (reply, target) = infer(&self.plane, &metadata, message).await;
-        let mut response = Response::new(reply.map_err(|e| status::of(&e))?);
-        if let Some(target) = target {
-            let headers = response.metadata_mut();
-            headers.insert("x-model-version", MetadataValue::from(target.version.version));
-            headers.insert("x-route-reason", MetadataValue::from_static(target.route.reason.as_str()));
-        }
+        let served = infer(&self.plane, &metadata, message).await.map_err(|e| status::of(&e))?;
+        let mut response = Response::new(served.reply);
+        let headers = response.metadata_mut();
+        headers.insert("x-model-version", MetadataValue::from(served.version));
+        headers.insert("x-route-reason", MetadataValue::from_static(served.reason.as_str()));
         Ok(response)
     }
 
@@ -146,95 +143,48 @@ fn model_statistics(
     Ok(ModelStatisticsResponse { model_stats: stats.iter().map(documents::model_statistics).collect() })
 }
 
-/// One inference, counted once under its version (or unrouted when none was picked); returns
-/// the target too, for the reply's metadata.
+/// One inference through the shared flow: a non-empty `model_version` pins, else the model's
+/// pin metadata entry, else its split (sticky key from metadata); bounded by the sooner of
+/// `request_timeout_ms` and the client's `grpc-timeout`.
 pub async fn infer(
     plane: &GrpcPlane,
     metadata: &MetadataMap,
     message: ModelInferRequest,
-) -> (Result<ModelInferResponse, ApiError>, Option<Target>) {
+) -> Result<Served<ModelInferResponse>, ApiError> {
     let snapshot = plane.registry.snapshot();
     let model = message.model_name.clone();
-    let (m, target) = match pick(&snapshot, &message, metadata) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::debug!(model, error = %e, "refused");
-            inference::count_refused(&snapshot, &model, &e);
-            return (Err(e), None);
-        }
-    };
-    let timeout = snapshot.config.server.request_timeout;
-    let (deadline, by_client) = deadline(metadata, timeout);
-    // Bounded here so that a timeout is counted like any other outcome.
-    let work = run(plane, &snapshot, m, &target, message, deadline);
-    let result = tokio::time::timeout_at(deadline.into(), work)
+    let pinned =
+        match inference::check_model_name(&model).and_then(|()| version_field(&message.model_version)) {
+            Ok(pinned) => pinned,
+            Err(e) => {
+                tracing::debug!(model, error = %e, "refused");
+                inference::count_refused(&snapshot, &model, &e);
+                return Err(e);
+            }
+        };
+    let deadline = Deadline::after(snapshot.config.server.request_timeout).or_client(grpc_timeout(metadata));
+    let limit = plane.max_message_bytes;
+    plane
+        .inference
+        .serve(
+            &snapshot,
+            &model,
+            pinned,
+            |h| metadata.get(h).map(|v| v.as_bytes()),
+            deadline,
+            // Takes the message: its raw input buffers are freed once decoded, before the run.
+            move |signature, limits| convert::decode_request(&message, signature, limits),
+            |version, id, outputs, chosen| {
+                let id = id.map(str::to_string);
+                let reply = convert::encode_response(&version.model, version.version, id, outputs, chosen);
+                let size = prost::Message::encoded_len(&reply);
+                if size > limit {
+                    return Err(ApiError::ReplyTooLarge { size, limit });
+                }
+                Ok(reply)
+            },
+        )
         .await
-        .unwrap_or_else(|_| Err(timed_out(by_client, timeout)));
-    let outcome = result.as_ref().map_or_else(outcome_of, |_| Outcome::Ok);
-    plane.inference.finish(&target, outcome);
-    if let Err(e) = &result {
-        if outcome == Outcome::ServerError {
-            tracing::warn!(model, version = target.version.version, error = %e, "inference failed");
-        } else {
-            tracing::debug!(model, version = target.version.version, error = %e, "refused");
-        }
-    }
-    (result, Some(target))
-}
-
-/// The model and the answering version: a non-empty `model_version` pins, else the model's
-/// pin metadata entry, else its split (sticky key from metadata).
-fn pick<'s>(
-    snapshot: &'s ServingSnapshot,
-    message: &ModelInferRequest,
-    metadata: &MetadataMap,
-) -> Result<(&'s ServedModel, Target), ApiError> {
-    inference::check_model_name(&message.model_name)?;
-    let pinned = version_field(&message.model_version)?;
-    let m = inference::model(snapshot, &message.model_name)?;
-    let target = inference::pick(m, pinned, |h| metadata.get(h).map(|v| v.as_bytes()))?;
-    Ok((m, target))
-}
-
-/// Decode → queue → encode; the shadows get their copy once the reply is built.
-async fn run(
-    plane: &GrpcPlane,
-    snapshot: &Arc<ServingSnapshot>,
-    m: &ServedModel,
-    target: &Target,
-    message: ModelInferRequest,
-    deadline: Instant,
-) -> Result<ModelInferResponse, ApiError> {
-    let version = &target.version;
-    let request = convert::decode_request(&message, &version.signature, &plane.decode_limits)?;
-    drop(message); // the raw input buffers: decoded, no longer needed while the model runs
-    let answer = plane.inference.run(target, request.inputs, deadline).await?;
-    // Feedback joins on the request's id (gRPC has no x-request-id of its own).
-    let request_id = request.id.clone();
-    let reply = convert::encode_response(
-        &version.model,
-        version.version,
-        request.id,
-        &answer.outputs,
-        &request.outputs,
-    );
-    let size = prost::Message::encoded_len(&reply);
-    if size > plane.max_message_bytes {
-        return Err(ApiError::ReplyTooLarge { size, limit: plane.max_message_bytes });
-    }
-    let timeout = snapshot.config.server.request_timeout;
-    plane.inference.after_answer(snapshot, m, target, &answer, request_id.as_deref(), timeout);
-    Ok(reply)
-}
-
-/// When the request must be answered: `request_timeout`, or the client's `grpc-timeout` when
-/// that is sooner (then `true`). An unreadable `grpc-timeout` is ignored.
-fn deadline(metadata: &MetadataMap, timeout: Duration) -> (Instant, bool) {
-    let now = Instant::now();
-    match grpc_timeout(metadata) {
-        Some(client) if client < timeout => (now + client, true),
-        _ => (now + timeout, false),
-    }
 }
 
 /// `grpc-timeout`: at most 8 digits and a unit (H, M, S, m, u, n), per the gRPC HTTP/2 spec.
@@ -254,19 +204,6 @@ fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
         "n" => Duration::from_nanos(n),
         _ => return None,
     })
-}
-
-fn timed_out(by_client: bool, timeout: Duration) -> ApiError {
-    if by_client {
-        ApiError::TimedOut(
-            "the request did not finish within the client's deadline (grpc-timeout)".to_string(),
-        )
-    } else {
-        ApiError::TimedOut(format!(
-            "the request did not finish within request_timeout_ms ({} ms)",
-            timeout.as_millis()
-        ))
-    }
 }
 
 #[cfg(test)]

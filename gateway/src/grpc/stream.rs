@@ -4,8 +4,16 @@
 //! `error_message`, is sent when it completes, so clients match answers by `id`. A broken
 //! inbound stream ends the reply stream with its status; a client that leaves cancels the
 //! requests still running.
+//!
+//! **Backpressure.** At most `MAX_IN_FLIGHT` requests of one stream run at once; beyond that
+//! the stream is not read, so HTTP/2 flow control holds the client back. A request keeps its
+//! admission slot until its reply is handed to the reply stream, which holds at most
+//! `MAX_IN_FLIGHT` replies: a client that writes and never reads stops being read, holds at
+//! most twice `MAX_IN_FLIGHT` requests' worth of memory, and a reply that cannot be handed over
+//! within `request_timeout_ms` ends the stream (the client is not reading it).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -20,8 +28,8 @@ use crate::protocol::ApiError;
 
 pub type InferStream = ReceiverStream<Result<ModelStreamInferResponse, Status>>;
 
-/// Answers waiting for the client to read them, per stream.
-const BUFFER: usize = 64;
+/// Requests of one stream running at once, and replies waiting for the client to read them.
+pub const MAX_IN_FLIGHT: usize = 32;
 
 /// Starts serving one stream; its answers come out of the returned stream.
 pub fn start(
@@ -29,12 +37,19 @@ pub fn start(
     metadata: MetadataMap,
     inbound: Streaming<ModelInferRequest>,
 ) -> InferStream {
-    let (tx, rx) = mpsc::channel(BUFFER);
+    let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
     tokio::spawn(pump(plane, Arc::new(metadata), inbound, tx));
     ReceiverStream::new(rx)
 }
 
 type Sender = mpsc::Sender<Result<ModelStreamInferResponse, Status>>;
+
+/// Whether a request's reply reached the reply stream.
+enum Handed {
+    Over,
+    /// Not within the request timeout, or the reply stream is gone: stop serving the stream.
+    Stalled,
+}
 
 async fn pump(
     plane: Arc<GrpcPlane>,
@@ -42,12 +57,17 @@ async fn pump(
     mut inbound: Streaming<ModelInferRequest>,
     tx: Sender,
 ) {
-    // Dropped (aborting what still runs) when the client's side breaks.
+    // Dropped (aborting what still runs) when the client's side breaks or stops reading.
     let mut running = JoinSet::new();
     loop {
         tokio::select! {
-            Some(_) = running.join_next(), if !running.is_empty() => {}
-            next = inbound.message() => match next {
+            Some(done) = running.join_next(), if !running.is_empty() => {
+                if matches!(done, Ok(Handed::Stalled)) {
+                    tracing::debug!("a ModelStreamInfer client stopped reading its replies; ending the stream");
+                    return;
+                }
+            }
+            next = inbound.message(), if running.len() < MAX_IN_FLIGHT => match next {
                 Ok(Some(message)) => {
                     running.spawn(one(plane.clone(), metadata.clone(), message, tx.clone()));
                 }
@@ -59,15 +79,26 @@ async fn pump(
             },
         }
     }
-    while running.join_next().await.is_some() {}
+    while let Some(done) = running.join_next().await {
+        if matches!(done, Ok(Handed::Stalled)) {
+            return;
+        }
+    }
 }
 
-/// One request of the stream, admitted on its own.
-async fn one(plane: Arc<GrpcPlane>, metadata: Arc<MetadataMap>, message: ModelInferRequest, tx: Sender) {
+/// One request of the stream, admitted on its own; its admission slot is held until its reply
+/// is handed to the reply stream.
+async fn one(
+    plane: Arc<GrpcPlane>,
+    metadata: Arc<MetadataMap>,
+    message: ModelInferRequest,
+    tx: Sender,
+) -> Handed {
     let (model, id) = (message.model_name.clone(), message.id.clone());
-    let result = match plane.admission.admit() {
-        Ok(_admitted) => service::infer(&plane, &metadata, message).await.0,
-        Err(e) => Err(e),
+    let admitted = plane.admission.admit();
+    let result = match &admitted {
+        Ok(_) => service::infer(&plane, &metadata, message).await.map(|served| served.reply),
+        Err(e) => Err(e.clone()),
     };
     let response = match result {
         Ok(reply) => ModelStreamInferResponse { error_message: String::new(), infer_response: Some(reply) },
@@ -76,7 +107,13 @@ async fn one(plane: Arc<GrpcPlane>, metadata: Arc<MetadataMap>, message: ModelIn
             infer_response: Some(ModelInferResponse { model_name: model, id, ..Default::default() }),
         },
     };
-    let _ = tx.send(Ok(response)).await;
+    let hand_over: Duration = plane.registry.snapshot().config.server.request_timeout;
+    let handed = match tokio::time::timeout(hand_over, tx.send(Ok(response))).await {
+        Ok(Ok(())) => Handed::Over,
+        Ok(Err(_)) | Err(_) => Handed::Stalled,
+    };
+    drop(admitted);
+    handed
 }
 
 /// tonic refuses a message over the size limit with OUT_OF_RANGE in its own words: say it as

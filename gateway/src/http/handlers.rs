@@ -1,9 +1,8 @@
-//! Data-plane handlers, each a short list of steps. The infer path:
-//! pick (one snapshot for the whole request) → read body → decode → submit to the version's
-//! queue → encode → record metrics once.
+//! Data-plane handlers, each a short list of steps. The infer path: the model exists → read
+//! the whole body → `Inference::serve` (pick, decode, queue, encode, shadows, metrics), all
+//! under the request's one deadline.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::HeaderValue;
@@ -13,21 +12,18 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::json;
 
-use super::layers::Deadline;
 use super::response::{self, HttpResponse, JSON, OCTET_STREAM, error};
 use super::router::{Endpoint, ModelAction, route};
-use crate::inference::{self, Inference, Target, outcome_of};
-use crate::protocol::{
-    self, ApiError, DecodeLimits, HEADER_CONTENT_LENGTH, decode_infer, encode_infer, metadata,
-};
-use crate::registry::{Registry, ServedModel, ServingSnapshot};
-use crate::telemetry::{self, Outcome};
+use crate::deadline::Deadline;
+use crate::inference::{self, Inference, Served, outcome_of};
+use crate::protocol::{self, ApiError, HEADER_CONTENT_LENGTH, decode_infer, encode_infer, metadata};
+use crate::registry::{Registry, ServingSnapshot};
+use crate::telemetry;
 
 /// What the data-plane handlers share.
 pub struct DataPlane {
     pub registry: Arc<Registry>,
     pub inference: Arc<Inference>,
-    pub decode_limits: DecodeLimits,
 }
 
 pub async fn handle(plane: Arc<DataPlane>, request: http::Request<Incoming>) -> HttpResponse {
@@ -42,14 +38,17 @@ pub async fn handle(plane: Arc<DataPlane>, request: http::Request<Incoming>) -> 
         }
     };
     let snapshot = plane.registry.snapshot();
+    let deadline = Deadline::after(snapshot.config.server.request_timeout);
     match endpoint {
         Endpoint::ServerMetadata => response::json(StatusCode::OK, &metadata::server()),
         Endpoint::Live => response::json(StatusCode::OK, &json!({ "live": true })),
         Endpoint::Ready => server_ready(&snapshot),
-        Endpoint::Feedback => respond(feedback(&plane, &snapshot, &parts.headers, body).await),
+        Endpoint::Feedback => {
+            respond(deadline.bound(feedback(&plane, &snapshot, &parts.headers, body)).await)
+        }
         Endpoint::AllStats => all_statistics(&snapshot),
         Endpoint::Model { model, version, action } => match action {
-            ModelAction::Infer => infer(&plane, &snapshot, parts, body, model, version).await,
+            ModelAction::Infer => infer(&plane, &snapshot, parts, body, model, version, deadline).await,
             ModelAction::Metadata => respond(model_metadata(&snapshot, model, version)),
             ModelAction::Ready => model_ready(&snapshot, model, version),
             ModelAction::Config => respond(model_config(&snapshot, model, version)),
@@ -154,6 +153,8 @@ fn model_config(
     Ok(response::json(StatusCode::OK, &inference::triton_config(m, v)))
 }
 
+/// Infer: refuse an unknown or unready model before reading the body; read the whole body
+/// (only then is a version picked, so a slow upload never counts toward it); serve it.
 async fn infer(
     plane: &DataPlane,
     snapshot: &Arc<ServingSnapshot>,
@@ -161,84 +162,51 @@ async fn infer(
     body: Incoming,
     model: &str,
     pinned: Option<u64>,
+    deadline: Deadline,
 ) -> HttpResponse {
     let headers = &parts.headers;
-    let picked = inference::model(snapshot, model)
-        .and_then(|m| Ok((m, inference::pick(m, pinned, |h| headers.get(h).map(HeaderValue::as_bytes))?)));
-    let (m, target) = match picked {
-        Ok(p) => p,
+    let whole = async {
+        inference::model(snapshot, model)?;
+        let max = snapshot.config.server.max_request_bytes;
+        let json_length = json_length(headers)?;
+        let body = read_body(body, headers, max).await?;
+        Ok((decode_content(body, headers, max)?, json_length))
+    };
+    let (body, json_length) = match deadline.bound(whole).await {
+        Ok(whole) => whole,
         Err(e) => {
             tracing::debug!(model, error = %e, "refused");
             inference::count_refused(snapshot, model, &e);
             return error(&e);
         }
     };
-    let timeout = snapshot.config.server.request_timeout;
-    let deadline = parts.extensions.get::<Deadline>().map_or_else(|| Instant::now() + timeout, |d| d.0);
-    // Bounded here (not only by the layer) so that a timeout is counted like any other outcome.
-    let result = tokio::time::timeout_at(
-        deadline.into(),
-        run_infer(plane, snapshot, m, &target, parts, body, deadline),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        Err(ApiError::TimedOut(format!(
-            "the request did not finish within request_timeout_ms ({} ms)",
-            timeout.as_millis()
-        )))
-    });
-    let outcome = result.as_ref().map_or_else(outcome_of, |_| Outcome::Ok);
-    plane.inference.finish(&target, outcome);
-    result.unwrap_or_else(|e| {
-        if outcome == Outcome::ServerError {
-            tracing::warn!(model, version = target.version.version, error = %e, "inference failed");
-        } else {
-            tracing::debug!(model, version = target.version.version, error = %e, "refused");
-        }
-        error(&e)
-    })
+    let served = plane
+        .inference
+        .serve(
+            snapshot,
+            model,
+            pinned,
+            |h| headers.get(h).map(HeaderValue::as_bytes),
+            deadline,
+            |signature, limits| decode_infer(&body, json_length, signature, limits),
+            |version, id, outputs, chosen| {
+                Ok(encode_infer(&version.model, version.version, id, outputs, chosen))
+            },
+        )
+        .await;
+    served.map_or_else(|e| error(&e), infer_response)
 }
 
-/// Read body → decode → queue → encode; the shadows get their copy once the reply is built.
-async fn run_infer(
-    plane: &DataPlane,
-    snapshot: &Arc<ServingSnapshot>,
-    m: &ServedModel,
-    target: &Target,
-    parts: Parts,
-    body: Incoming,
-    deadline: Instant,
-) -> Result<HttpResponse, ApiError> {
-    let version = &target.version;
-    let server = &snapshot.config.server;
-    let json_length = json_length(&parts.headers)?;
-    let body = read_body(body, &parts.headers, server.max_request_bytes).await?;
-    let body = decode_content(body, &parts.headers, server.max_request_bytes)?;
-    let request = decode_infer(&body, json_length, &version.signature, &plane.decode_limits)?;
-    let answer = plane.inference.run(target, request.inputs, deadline).await?;
-    let encoded = encode_infer(
-        &version.model,
-        version.version,
-        request.id.as_deref(),
-        &answer.outputs,
-        &request.outputs,
-    );
-    let response = infer_response(encoded, target);
-    // Feedback joins on the request's "id", or on its x-request-id when it has none.
-    let request_id = request.id.as_deref().or_else(|| parts.headers.get("x-request-id")?.to_str().ok());
-    plane.inference.after_answer(snapshot, m, target, &answer, request_id, server.request_timeout);
-    Ok(response)
-}
-
-fn infer_response(encoded: protocol::EncodedResponse, target: &Target) -> HttpResponse {
+fn infer_response(served: Served<protocol::EncodedResponse>) -> HttpResponse {
+    let Served { reply: encoded, version, reason } = served;
     let content_type = if encoded.json_length.is_some() { OCTET_STREAM } else { JSON };
     let mut response = response::bytes(StatusCode::OK, content_type, Bytes::from(encoded.body));
     let headers = response.headers_mut();
     if let Some(n) = encoded.json_length {
         headers.insert(HEADER_CONTENT_LENGTH, HeaderValue::from(n));
     }
-    headers.insert("x-model-version", HeaderValue::from(target.version.version));
-    headers.insert("x-route-reason", HeaderValue::from_static(target.route.reason.as_str()));
+    headers.insert("x-model-version", HeaderValue::from(version));
+    headers.insert("x-route-reason", HeaderValue::from_static(reason.as_str()));
     response
 }
 

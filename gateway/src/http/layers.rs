@@ -1,13 +1,12 @@
-//! Tower layers in front of the data-plane handlers: request ids, admission (max in-flight,
-//! shared with gRPC: beyond it 503 with `Retry-After` at once, never a queue) and the request
-//! deadline (504).
+//! Tower layers in front of the data-plane handlers: request ids and admission (max in-flight,
+//! shared with gRPC: beyond it 503 with `Retry-After` at once, never a queue). The request's
+//! deadline is not a layer: the handlers bound every wait by the one `Deadline`.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request};
 use tower::{Layer, Service};
@@ -15,7 +14,6 @@ use tower_http::request_id::{MakeRequestId, RequestId};
 
 use super::response::{HttpResponse, error};
 use crate::admission::Admission;
-use crate::protocol::ApiError;
 
 /// Request ids for requests that bring none: a per-process random prefix and a counter.
 #[derive(Clone)]
@@ -88,61 +86,6 @@ where
             let response = fut.await;
             drop(admitted);
             response
-        })
-    }
-}
-
-/// When the request must be answered by; handlers pass it on to the queue.
-#[derive(Debug, Clone, Copy)]
-pub struct Deadline(pub Instant);
-
-/// Puts a `Deadline` on every request and answers 504 if the handler has not finished by then.
-#[derive(Clone)]
-pub struct DeadlineLayer {
-    pub timeout: Duration,
-}
-
-impl<S> Layer<S> for DeadlineLayer {
-    type Service = DeadlineService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        DeadlineService { inner, timeout: self.timeout }
-    }
-}
-
-#[derive(Clone)]
-pub struct DeadlineService<S> {
-    inner: S,
-    timeout: Duration,
-}
-
-impl<S, B> Service<Request<B>> for DeadlineService<S>
-where
-    S: Service<Request<B>, Response = HttpResponse, Error = std::convert::Infallible>,
-    S::Future: Send + 'static,
-{
-    type Response = HttpResponse;
-    type Error = std::convert::Infallible;
-    type Future = BoxFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let deadline = Instant::now() + self.timeout;
-        req.extensions_mut().insert(Deadline(deadline));
-        let timeout = self.timeout;
-        let fut = self.inner.call(req);
-        // A backstop: handlers bound their own work by `deadline` and answer first.
-        let backstop = deadline + Duration::from_millis(50);
-        Box::pin(async move {
-            match tokio::time::timeout_at(backstop.into(), fut).await {
-                Ok(response) => response,
-                Err(_) => Ok(error(&ApiError::TimedOut(format!(
-                    "the request did not finish within request_timeout_ms ({} ms)",
-                    timeout.as_millis()
-                )))),
-            }
         })
     }
 }

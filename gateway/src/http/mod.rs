@@ -20,17 +20,16 @@ use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 pub use handlers::DataPlane;
-pub use layers::{AdmissionLayer, Deadline, DeadlineLayer, MakeId};
+pub use layers::{AdmissionLayer, MakeId};
 pub use router::{Endpoint, ModelAction, route};
-pub use server::{ConnectionLimits, serve};
+pub use server::{ConnectionLimits, ConnectionSlots, serve};
 
 use crate::admission::Admission;
 use crate::config::ServerConfig;
 
-/// The data-plane service: request id → span → admission (max in-flight) → deadline → handler.
+/// The data-plane service: request id → span → admission (max in-flight) → handler.
 pub fn data_service(
     plane: Arc<DataPlane>,
-    server: &ServerConfig,
     admission: Arc<Admission>,
 ) -> impl tower::Service<
     Request<Incoming>,
@@ -55,7 +54,6 @@ pub fn data_service(
                 .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
         )
         .layer(AdmissionLayer::new(admission))
-        .layer(DeadlineLayer { timeout: server.request_timeout })
         .service_fn(move |req| {
             let plane = plane.clone();
             async move { Ok::<_, Infallible>(handlers::handle(plane, req).await) }

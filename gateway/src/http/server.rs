@@ -1,35 +1,41 @@
 //! Accepting connections and serving HTTP/1.1 and h2c (prior knowledge) on them, with the
-//! timeouts hyper does not set by itself, and graceful shutdown.
+//! limits hyper does not set by itself, and graceful shutdown.
 //!
+//! - **Connection cap.** At most `max_connections` open connections per `ConnectionSlots`
+//!   (the HTTP and gRPC data-plane listeners share one); a connection beyond it is closed at
+//!   once, unread, and counted in `gateway_connections_refused_total`.
 //! - **Header-read timeout.** A connection must complete its first request head within
 //!   `header_read_timeout` of being accepted (hyper-util's auto builder would wait forever in
 //!   its protocol sniff for a client that connects and sends nothing); later HTTP/1 heads are
 //!   bounded by hyper's own `header_read_timeout`.
-//! - **Idle timeout.** A connection with no byte moving and no request in progress for
-//!   `idle_timeout` is closed.
+//! - **Idle timeout.** A connection is idle when no request is being handled and no response
+//!   has made progress for `idle_timeout`; then it is closed. Only requests and response frames
+//!   count as activity, never bytes: HTTP/2 keep-alive pings and their acknowledgements (and
+//!   any other control frames) do not keep a connection open, nor does a response the client
+//!   has stopped reading.
 //! - **Shutdown.** Stop accepting, ask every connection to finish (HTTP/1 closes after the
-//!   response in progress, HTTP/2 sends GOAWAY), wait for them up to `drain_timeout`.
+//!   response in progress, HTTP/2 sends GOAWAY), wait for them up to `drain_timeout`, then
+//!   close those still open.
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use hyper::body::{Body, Incoming};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 
 use crate::tasks::Tracker;
+use crate::telemetry;
 
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
@@ -38,30 +44,77 @@ pub struct ConnectionLimits {
     pub drain_timeout: Duration,
 }
 
+/// Open connections of the listeners that share it, capped.
+pub struct ConnectionSlots {
+    open: AtomicUsize,
+    max: usize,
+    refused: metrics::Counter,
+    gauge: metrics::Gauge,
+}
+
+/// One open connection's place; dropping it frees the place.
+struct Slot(Arc<ConnectionSlots>);
+
+impl ConnectionSlots {
+    /// `listener` labels the metrics (`data` for HTTP and gRPC, `admin`).
+    pub fn new(listener: &'static str, max: usize) -> Arc<ConnectionSlots> {
+        let (refused, gauge) = telemetry::connection_metrics(listener);
+        Arc::new(ConnectionSlots { open: AtomicUsize::new(0), max, refused, gauge })
+    }
+
+    fn take(self: &Arc<Self>) -> Option<Slot> {
+        let taken =
+            self.open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1));
+        match taken {
+            Ok(n) => {
+                self.gauge.set((n + 1) as f64);
+                Some(Slot(self.clone()))
+            }
+            Err(_) => {
+                self.refused.increment(1);
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let before = self.0.open.fetch_sub(1, Ordering::AcqRel);
+        self.0.gauge.set(before.saturating_sub(1) as f64);
+    }
+}
+
 /// Serves `service` on `listener` until `shutdown` turns true, then drains.
 pub async fn serve<S, B>(
     listener: TcpListener,
     service: S,
     limits: ConnectionLimits,
+    slots: Arc<ConnectionSlots>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    B: Body<Data = Bytes> + Send + 'static,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let builder = Arc::new(builder(&limits));
     let tracker = Arc::new(Tracker::default());
+    let (close_now, closing) = watch::channel(false);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
+                    // Beyond the cap: closed at once, unread (counted in `take`).
+                    let Some(slot) = slots.take() else { continue };
                     let _ = stream.set_nodelay(true);
-                    let conn = serve_connection(stream, service.clone(), builder.clone(), limits, shutdown.clone());
+                    let conn = serve_connection(
+                        stream, service.clone(), builder.clone(), limits, shutdown.clone(), closing.clone(),
+                    );
                     let guard = tracker.enter();
                     tokio::spawn(async move {
                         conn.await;
-                        drop(guard);
+                        drop((slot, guard));
                     });
                 }
                 Err(e) => {
@@ -76,6 +129,8 @@ pub async fn serve<S, B>(
     drop(listener);
     if tokio::time::timeout(limits.drain_timeout, tracker.idle()).await.is_err() {
         tracing::warn!(open = tracker.count(), "drain timeout reached; closing the connections still open");
+        let _ = close_now.send(true);
+        tracker.idle().await;
     }
 }
 
@@ -97,25 +152,25 @@ async fn serve_connection<S, B>(
     builder: Arc<auto::Builder<TokioExecutor>>,
     limits: ConnectionLimits,
     mut shutdown: watch::Receiver<bool>,
+    mut close_now: watch::Receiver<bool>,
 ) where
     S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    B: Body<Data = Bytes> + Send + 'static,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(ActivityIo { inner: stream, activity: activity.clone() });
-    let service = TowerToHyperService::new(Counted { inner: service, activity: activity.clone() });
-    let conn = builder.serve_connection(io, service);
+    let service = TowerToHyperService::new(Tracked { inner: service, activity: activity.clone() });
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let accepted = Instant::now();
     let mut draining = false;
     loop {
         let now = Instant::now();
-        let mut deadline = activity.deadline(accepted, &limits);
-        if deadline <= now {
-            // Past due but a request is in progress: look again later.
-            deadline = now + limits.idle_timeout.min(limits.header_read_timeout);
+        let mut due = activity.due(accepted, &limits);
+        if due <= now {
+            // Past due but a request is being handled: look again later.
+            due = now + limits.idle_timeout.min(limits.header_read_timeout);
         }
         tokio::select! {
             result = conn.as_mut() => {
@@ -128,7 +183,9 @@ async fn serve_connection<S, B>(
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = tokio::time::sleep_until(deadline.into()), if !draining => {
+            // The drain timeout passed: close whatever is still in progress.
+            _ = close_now.changed() => return,
+            _ = tokio::time::sleep_until(due.into()), if !draining => {
                 if activity.expired(accepted, &limits) {
                     tracing::debug!("closing a silent or idle connection");
                     return;
@@ -140,12 +197,13 @@ async fn serve_connection<S, B>(
     }
 }
 
-/// When a connection last moved a byte, and how many requests it has in progress.
+/// When a connection last did something that counts (a request started or finished, a
+/// response frame went out), and how many of its requests are being handled.
 struct Activity {
     epoch: Instant,
     last_ms: AtomicU64,
-    in_flight: AtomicUsize,
-    started: AtomicU64,
+    handling: AtomicUsize,
+    started: AtomicBool,
     finished: Notify,
 }
 
@@ -154,8 +212,8 @@ impl Activity {
         Activity {
             epoch: Instant::now(),
             last_ms: AtomicU64::new(0),
-            in_flight: AtomicUsize::new(0),
-            started: AtomicU64::new(0),
+            handling: AtomicUsize::new(0),
+            started: AtomicBool::new(false),
             finished: Notify::new(),
         }
     }
@@ -169,114 +227,93 @@ impl Activity {
     }
 
     /// When to check next: the first head is due `header_read_timeout` after accept; after
-    /// that, a connection is idle `idle_timeout` after its last byte.
-    fn deadline(&self, accepted: Instant, limits: &ConnectionLimits) -> Instant {
-        if self.started.load(Ordering::Relaxed) == 0 {
-            accepted + limits.header_read_timeout
-        } else {
+    /// that, a connection is idle `idle_timeout` after its last activity.
+    fn due(&self, accepted: Instant, limits: &ConnectionLimits) -> Instant {
+        if self.started.load(Ordering::Relaxed) {
             self.last() + limits.idle_timeout
+        } else {
+            accepted + limits.header_read_timeout
         }
     }
 
     fn expired(&self, accepted: Instant, limits: &ConnectionLimits) -> bool {
-        self.in_flight.load(Ordering::Relaxed) == 0 && Instant::now() >= self.deadline(accepted, limits)
+        self.handling.load(Ordering::Relaxed) == 0 && Instant::now() >= self.due(accepted, limits)
     }
 }
 
-/// The socket, noting every byte that moves.
-struct ActivityIo {
-    inner: TcpStream,
-    activity: Arc<Activity>,
-}
-
-impl AsyncRead for ActivityIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.touch();
-        }
-        result
-    }
-}
-
-impl AsyncWrite for ActivityIo {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        result
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        result
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// Counts the connection's requests in progress (an idle check must not cut one off).
+/// Counts the connection's requests being handled (an idle check must not cut one off) and
+/// notes the activity of their responses' bodies.
 #[derive(Clone)]
-struct Counted<S> {
+struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
 }
 
-struct InFlightGuard(Arc<Activity>);
+struct Handling(Arc<Activity>);
 
-impl Drop for InFlightGuard {
+impl Drop for Handling {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.handling.fetch_sub(1, Ordering::Relaxed);
         self.0.touch();
         self.0.finished.notify_one();
     }
 }
 
-impl<S, ReqBody> tower::Service<Request<ReqBody>> for Counted<S>
+impl<S, ReqBody, B> tower::Service<Request<ReqBody>> for Tracked<S>
 where
-    S: tower::Service<Request<ReqBody>>,
+    S: tower::Service<Request<ReqBody>, Response = Response<B>>,
     S::Future: Send + 'static,
 {
-    type Response = S::Response;
+    type Response = Response<TrackedBody<B>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        self.activity.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.activity.started.fetch_add(1, Ordering::Relaxed);
-        let guard = InFlightGuard(self.activity.clone());
+        self.activity.handling.fetch_add(1, Ordering::Relaxed);
+        self.activity.started.store(true, Ordering::Relaxed);
+        self.activity.touch();
+        let handling = Handling(self.activity.clone());
+        let activity = self.activity.clone();
         let fut = self.inner.call(req);
         Box::pin(async move {
-            let result = fut.await;
-            drop(guard);
-            result
+            let response = fut.await;
+            drop(handling);
+            response.map(|r| r.map(|inner| TrackedBody { inner, activity }))
         })
+    }
+}
+
+/// A response body that notes each frame it yields as activity (a streaming reply that keeps
+/// flowing keeps its connection open; one the client stopped reading does not).
+struct TrackedBody<B> {
+    inner: B,
+    activity: Arc<Activity>,
+}
+
+impl<B: Body + Unpin> Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &polled {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

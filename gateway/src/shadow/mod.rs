@@ -9,13 +9,14 @@
 mod compare;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use compare::{Comparison, TOLERANCE, argmax, compare, is_class_scores};
 
-use crate::registry::{ServedModel, ServedVersion};
+use crate::deadline::Deadline;
+use crate::registry::{ServedModel, ServedVersion, ShadowPermit};
 use crate::tasks::Tracker;
-use crate::telemetry::{self, Outcome, Role, ShadowOutcome};
+use crate::telemetry::{Outcome, Role, ShadowOutcome};
 use crate::tensor::Tensor;
 
 /// Runs mirrored requests; tracks them so shutdown can wait for them.
@@ -40,19 +41,18 @@ impl Shadows {
     ) {
         for version in model.routing.sample_shadows(fastrand::f64) {
             let Some(shadow) = model.version(version).cloned() else { continue };
-            let Ok(permit) = model.shadow_budget.clone().try_acquire_owned() else {
-                telemetry::count_shadow(&model.name, version, ShadowOutcome::Dropped);
+            let Some(permit) = model.shadow_budget.try_acquire() else {
+                shadow.metrics.count_shadow(ShadowOutcome::Dropped);
                 continue;
             };
             let (inputs, answer, on_outputs) = (inputs.clone(), answer.clone(), on_outputs.clone());
             let guard = self.tasks.enter();
             tokio::spawn(async move {
-                if let Some(outputs) =
-                    run_one(&shadow, inputs, &answer, answered_by, Instant::now() + timeout).await
+                let deadline = Deadline::after(timeout);
+                if let Some(outputs) = run_one(&shadow, inputs, &answer, answered_by, deadline, permit).await
                 {
                     on_outputs(shadow.version, &outputs);
                 }
-                drop(permit);
                 drop(guard);
             });
         }
@@ -73,10 +73,12 @@ impl Shadows {
         timeout: Duration,
         on_result: impl FnOnce(bool) + Send + 'static,
     ) -> bool {
-        let Ok(permit) = model.shadow_budget.clone().try_acquire_owned() else { return false };
+        let Some(permit) = model.shadow_budget.try_acquire() else { return false };
         let (inputs, answer, guard) = (inputs.clone(), answer.clone(), self.tasks.enter());
         tokio::spawn(async move {
-            if let Ok(done) = reference.infer(inputs, Instant::now() + timeout).await {
+            let deadline = Deadline::after(timeout);
+            let run = reference.infer(inputs, deadline.at(), reference.expect());
+            if let Ok(done) = deadline.bound(run).await {
                 let agreed = compare(&answer, &done.outputs)
                     .iter()
                     .filter(|c| output.as_deref().is_none_or(|o| c.output == o))
@@ -95,36 +97,34 @@ impl Shadows {
     }
 }
 
-/// Runs one mirrored copy and records how it went; returns its outputs when it answered.
+/// Runs one mirrored copy (holding its place in the budget until it is done) and records how
+/// it went; returns its outputs when it answered.
 async fn run_one(
     shadow: &ServedVersion,
     inputs: Arc<Vec<Tensor>>,
     answer: &[Tensor],
     answered_by: Role,
-    deadline: Instant,
+    deadline: Deadline,
+    permit: ShadowPermit,
 ) -> Option<Vec<Tensor>> {
-    let started = Instant::now();
-    let metrics = shadow.metrics.role(Role::Shadow);
-    match shadow.infer(inputs, deadline).await {
+    let started = std::time::Instant::now();
+    let metrics = &shadow.metrics;
+    let result = deadline.bound(shadow.infer(inputs, deadline.at(), shadow.expect())).await;
+    drop(permit);
+    match result {
         Ok(done) => {
-            metrics.queue.record(done.queue_time.as_secs_f64());
-            metrics.finish(Outcome::Ok, started.elapsed());
-            telemetry::count_shadow(&shadow.model, shadow.version, ShadowOutcome::Ok);
+            let role = metrics.role(Role::Shadow);
+            role.queue.record(done.queue_time.as_secs_f64());
+            role.finish(Outcome::Ok, started.elapsed());
+            metrics.count_shadow(ShadowOutcome::Ok);
             for c in compare(answer, &done.outputs) {
-                telemetry::record_comparison(
-                    &shadow.model,
-                    shadow.version,
-                    answered_by,
-                    &c.output,
-                    c.matched,
-                    &c.abs_diffs,
-                );
+                metrics.record_comparison(&c.output, answered_by, c.matched, &c.abs_diffs);
             }
             Some(done.outputs)
         }
         Err(e) => {
-            metrics.finish(Outcome::ServerError, started.elapsed());
-            telemetry::count_shadow(&shadow.model, shadow.version, ShadowOutcome::Error);
+            metrics.role(Role::Shadow).finish(Outcome::ServerError, started.elapsed());
+            metrics.count_shadow(ShadowOutcome::Error);
             tracing::debug!(model = %shadow.model, version = shadow.version, error = %e, "shadow request failed");
             None
         }

@@ -36,6 +36,8 @@ pub const ROLLOUT_STEP: &str = "gateway_rollout_step";
 pub const ROLLOUT_COMPARISONS: &str = "gateway_rollout_comparisons_total";
 pub const MODEL_READY: &str = "gateway_model_ready";
 pub const IN_FLIGHT_LIMIT: &str = "gateway_in_flight_limit";
+pub const CONNECTIONS_REFUSED: &str = "gateway_connections_refused_total";
+pub const OPEN_CONNECTIONS: &str = "gateway_open_connections";
 
 const SECONDS_BUCKETS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -117,6 +119,11 @@ fn describe() {
     );
     metrics::describe_gauge!(MODEL_READY, "1 when a configured model serves, 0 when it failed to load");
     metrics::describe_gauge!(IN_FLIGHT_LIMIT, "server.max_in_flight");
+    metrics::describe_counter!(
+        CONNECTIONS_REFUSED,
+        "Connections closed at accept: server.max_connections reached"
+    );
+    metrics::describe_gauge!(OPEN_CONNECTIONS, "Open connections, per listener");
 }
 
 /// Why a version answered a request.
@@ -200,8 +207,9 @@ impl RequestMetrics {
     }
 }
 
-/// Everything recorded about one served version. Per-role series are registered on first use,
-/// so a version that never serves as a shadow has no shadow series.
+/// Everything recorded about one served version, as handles resolved once per version (the
+/// request path never builds a label string). Series are registered on first use, so a version
+/// that never serves as a shadow has no shadow series.
 #[derive(Clone)]
 pub struct VersionMetrics {
     model: String,
@@ -212,10 +220,30 @@ pub struct VersionMetrics {
     pub loaded: Gauge,
     /// Triton's statistics extension for this version.
     pub stats: Arc<stats::InferStats>,
+    /// Mirrored copies run on this version, by `ShadowOutcome`.
+    shadow: Arc<OnceLock<[Counter; 3]>>,
+    /// This version's outputs (as a shadow) compared with the answer, per output in signature
+    /// order, then per role of the version that answered.
+    comparisons: Arc<[OutputComparisons]>,
+    /// This version's answers (as a rollout's candidate) compared with the primary's.
+    rollout: Arc<OnceLock<[Counter; 3]>>,
+}
+
+/// One output's comparison series: verdicts per answering role, and the element differences.
+#[derive(Default)]
+struct OutputComparisons {
+    name: String,
+    by_answer: [OnceLock<[Counter; 2]>; 4],
+    abs_diff: OnceLock<Histogram>,
 }
 
 impl VersionMetrics {
     pub fn new(model: &str, version: u64) -> VersionMetrics {
+        VersionMetrics::with_outputs(model, version, &[])
+    }
+
+    /// With the names of the version's outputs, in signature order (for shadow comparisons).
+    pub fn with_outputs(model: &str, version: u64, outputs: &[String]) -> VersionMetrics {
         let v = version.to_string();
         let labels = [("model", model.to_string()), ("version", v.clone())];
         VersionMetrics {
@@ -226,12 +254,101 @@ impl VersionMetrics {
             inference: metrics::histogram!(INFERENCE_DURATION, &labels),
             loaded: metrics::gauge!(MODEL_LOADED, &labels),
             stats: Arc::default(),
+            shadow: Arc::default(),
+            comparisons: outputs
+                .iter()
+                .map(|name| OutputComparisons { name: name.clone(), ..Default::default() })
+                .collect(),
+            rollout: Arc::default(),
         }
     }
 
     pub fn role(&self, role: Role) -> &RequestMetrics {
         self.roles[role.index()]
             .get_or_init(|| RequestMetrics::new(&self.model, &self.version, role.as_str()))
+    }
+
+    fn labels(&self) -> [(&'static str, String); 2] {
+        [("model", self.model.clone()), ("version", self.version.clone())]
+    }
+
+    /// Counts a mirrored copy run on this version (`gateway_shadow_requests_total`).
+    pub fn count_shadow(&self, outcome: ShadowOutcome) {
+        let counters = self.shadow.get_or_init(|| {
+            ShadowOutcome::ALL.map(|o| {
+                let mut l = self.labels().to_vec();
+                l.push(("outcome", o.as_str().to_string()));
+                metrics::counter!(SHADOW_REQUESTS, &l)
+            })
+        });
+        counters[outcome as usize].increment(1);
+    }
+
+    /// Records one output's comparison with the answer: its verdict and every element's
+    /// absolute difference. `answer` is the role of the version whose answer this one was
+    /// compared with. An output this version does not have (a mismatch by definition) is
+    /// counted on a slower path that builds its labels.
+    pub fn record_comparison(&self, output: &str, answer: Role, matched: bool, abs_diffs: &[f64]) {
+        let Some(series) = self.comparisons.iter().find(|c| c.name == output) else {
+            let mut l = self.labels().to_vec();
+            l.extend([("output", output.to_string()), ("answer", answer.as_str().to_string())]);
+            l.push(("result", if matched { "match" } else { "mismatch" }.to_string()));
+            metrics::counter!(SHADOW_COMPARISONS, &l).increment(1);
+            return;
+        };
+        let labels = || {
+            let mut l = self.labels().to_vec();
+            l.push(("output", series.name.clone()));
+            l
+        };
+        let verdicts = series.by_answer[answer.index()].get_or_init(|| {
+            ["match", "mismatch"].map(|result| {
+                let mut l = labels();
+                l.push(("answer", answer.as_str().to_string()));
+                l.push(("result", result.to_string()));
+                metrics::counter!(SHADOW_COMPARISONS, &l)
+            })
+        });
+        verdicts[usize::from(!matched)].increment(1);
+        let histogram = series.abs_diff.get_or_init(|| metrics::histogram!(SHADOW_ABS_DIFF, &labels()));
+        for d in abs_diffs {
+            histogram.record(*d);
+        }
+    }
+
+    /// A rollout comparison of this candidate with the primary
+    /// (`gateway_rollout_comparisons_total`).
+    pub fn count_rollout_comparison(&self, result: RolloutComparison) {
+        let counters = self.rollout.get_or_init(|| {
+            RolloutComparison::ALL.map(|r| {
+                let mut l = self.labels().to_vec();
+                l.push(("result", r.as_str().to_string()));
+                metrics::counter!(ROLLOUT_COMPARISONS, &l)
+            })
+        });
+        counters[result as usize].increment(1);
+    }
+}
+
+/// How a candidate's answer compared with the primary's during a rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RolloutComparison {
+    Agree,
+    Disagree,
+    /// Not compared: the model's shadow budget was spent.
+    Dropped,
+}
+
+impl RolloutComparison {
+    pub const ALL: [RolloutComparison; 3] =
+        [RolloutComparison::Agree, RolloutComparison::Disagree, RolloutComparison::Dropped];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutComparison::Agree => "agree",
+            RolloutComparison::Disagree => "disagree",
+            RolloutComparison::Dropped => "dropped",
+        }
     }
 }
 
@@ -258,39 +375,14 @@ pub enum ShadowOutcome {
 }
 
 impl ShadowOutcome {
+    pub const ALL: [ShadowOutcome; 3] = [ShadowOutcome::Ok, ShadowOutcome::Error, ShadowOutcome::Dropped];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ShadowOutcome::Ok => "ok",
             ShadowOutcome::Error => "error",
             ShadowOutcome::Dropped => "dropped",
         }
-    }
-}
-
-pub fn count_shadow(model: &str, version: u64, outcome: ShadowOutcome) {
-    metrics::counter!(SHADOW_REQUESTS, "model" => model.to_string(), "version" => version.to_string(), "outcome" => outcome.as_str())
-        .increment(1);
-}
-
-/// Records one output's comparison: its verdict and every element's absolute difference.
-/// `answer` is the role of the version whose answer the shadow was compared with.
-pub fn record_comparison(
-    model: &str,
-    version: u64,
-    answer: Role,
-    output: &str,
-    matched: bool,
-    abs_diffs: &[f64],
-) {
-    let labels =
-        [("model", model.to_string()), ("version", version.to_string()), ("output", output.to_string())];
-    let mut with_result = labels.to_vec();
-    with_result.push(("answer", answer.as_str().to_string()));
-    with_result.push(("result", if matched { "match" } else { "mismatch" }.to_string()));
-    metrics::counter!(SHADOW_COMPARISONS, &with_result).increment(1);
-    let histogram = metrics::histogram!(SHADOW_ABS_DIFF, &labels);
-    for d in abs_diffs {
-        histogram.record(*d);
     }
 }
 
@@ -323,16 +415,13 @@ pub fn drift_psi(model: &str, version: u64) -> Gauge {
     metrics::gauge!(DRIFT_PSI, "model" => model.to_string(), "version" => version.to_string())
 }
 
-/// A feedback label's result; unknown ids are counted without model or version.
-pub fn count_feedback(model: Option<&str>, version: Option<u64>, result: &'static str) {
-    let mut labels = vec![("result", result.to_string())];
-    if let Some(m) = model {
-        labels.push(("model", m.to_string()));
+/// A feedback label that joined nothing: `expired` (counted per model) or `unknown` (counted
+/// without labels: the id matched no model).
+pub fn count_feedback(model: Option<&str>, result: &'static str) {
+    match model {
+        Some(m) => metrics::counter!(FEEDBACK, "result" => result, "model" => m.to_string()).increment(1),
+        None => metrics::counter!(FEEDBACK, "result" => result).increment(1),
     }
-    if let Some(v) = version {
-        labels.push(("version", v.to_string()));
-    }
-    metrics::counter!(FEEDBACK, &labels).increment(1);
 }
 
 pub const ROLLOUT_EVENT_NAMES: [&str; 6] =
@@ -345,12 +434,16 @@ pub fn register_rollout_events(model: &str) {
     }
 }
 
-/// Registers a monitored version's feedback counters at 0.
-pub fn register_feedback(model: &str, version: u64) {
-    for result in ["tp", "fp", "tn", "fn", "correct", "incorrect"] {
-        metrics::counter!(FEEDBACK, "result" => result, "model" => model.to_string(), "version" => version.to_string())
-            .increment(0);
-    }
+/// The judgements `gateway_feedback_total{result}` counts per monitored version.
+pub const FEEDBACK_RESULTS: [&str; 6] = ["tp", "fp", "tn", "fn", "correct", "incorrect"];
+
+/// A monitored version's feedback counters, in `FEEDBACK_RESULTS` order, registered at 0.
+pub fn feedback_counters(model: &str, version: u64) -> [Counter; 6] {
+    FEEDBACK_RESULTS.map(|result| {
+        let c = metrics::counter!(FEEDBACK, "result" => result, "model" => model.to_string(), "version" => version.to_string());
+        c.increment(0);
+        c
+    })
 }
 
 /// `gateway_rollout_state{model, candidate, state}`: 1 for the current state, 0 for the others;
@@ -363,15 +456,17 @@ pub fn rollout_state(model: &str, candidate: u64, state: &str, step: usize) {
     metrics::gauge!(ROLLOUT_STEP, "model" => model.to_string()).set(step as f64);
 }
 
-/// A candidate-vs-primary comparison during a rollout: agree, disagree, or dropped (budget full).
-pub fn count_rollout_comparison(model: &str, candidate: u64, result: &'static str) {
-    metrics::counter!(ROLLOUT_COMPARISONS, "model" => model.to_string(), "version" => candidate.to_string(), "result" => result)
-        .increment(1);
-}
-
 /// `gateway_model_ready{model}`: 1 when the model serves, 0 when it failed to load.
 pub fn model_ready(model: &str, ready: bool) {
     metrics::gauge!(MODEL_READY, "model" => model.to_string()).set(if ready { 1.0 } else { 0.0 });
+}
+
+/// A listener's `gateway_connections_refused_total` (registered at 0) and
+/// `gateway_open_connections`.
+pub fn connection_metrics(listener: &'static str) -> (Counter, Gauge) {
+    let refused = metrics::counter!(CONNECTIONS_REFUSED, "listener" => listener);
+    refused.increment(0);
+    (refused, metrics::gauge!(OPEN_CONNECTIONS, "listener" => listener))
 }
 
 pub fn in_flight_limit(limit: usize) {
