@@ -150,12 +150,22 @@ fn keep_running_settings(running: &GatewayConfig, next: &mut GatewayConfig) -> V
     keep!(listen, "server.listen");
     keep!(admin_listen, "server.admin_listen");
     keep!(grpc_listen, "server.grpc_listen");
+    // gRPC's message limit is built into its service at start; HTTP keeps the same value so
+    // that both front ends always agree.
+    keep!(max_request_bytes, "server.max_request_bytes");
     keep!(max_in_flight, "server.max_in_flight");
     keep!(max_connections, "server.max_connections");
     keep!(request_timeout, "server.request_timeout_ms");
     keep!(header_read_timeout, "server.header_read_timeout_ms");
     keep!(idle_timeout, "server.idle_timeout_ms");
     keep!(drain_timeout, "server.drain_timeout_ms");
+    if running.runtime.io_threads != next.runtime.io_threads {
+        changed.push(format!(
+            "runtime.io_threads (running: {}, file: {})",
+            running.runtime.io_threads, next.runtime.io_threads
+        ));
+        next.runtime.io_threads = running.runtime.io_threads;
+    }
     if running.admin != next.admin {
         changed.push("admin.token_env".to_string());
         next.admin = running.admin.clone();
