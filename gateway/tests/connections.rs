@@ -372,3 +372,127 @@ async fn shutdown_finishes_the_request_in_flight_and_refuses_new_connections() {
     let refused = TcpStream::connect(data).await;
     assert!(refused.is_err(), "still accepting after wait()");
 }
+
+/// A raw HTTP/1.1 keep-alive GET of the liveness endpoint.
+const LIVE: &[u8] = b"GET /v2/health/live HTTP/1.1\r\nhost: gateway\r\n\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_max_connections_a_connection_is_closed_at_once_and_counted() {
+    let _serial = common::exclusive().await;
+    let gw = common::start_with_server(SLOW_MODEL, "max_connections = 2").await;
+    let refused = [("listener", "data")];
+    let before = gw.metric("gateway_connections_refused_total", &refused).await;
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(gw.data).await.unwrap();
+        stream.write_all(LIVE).await.unwrap();
+        assert!(read_response(&mut stream).await.starts_with("http/1.1 200"));
+        open.push(stream);
+    }
+    let mut third = TcpStream::connect(gw.data).await.unwrap();
+    let _ = third.write_all(LIVE).await;
+    assert!(read_until_closed(&mut third).await.is_empty(), "closed without an answer");
+    let text = gw.metrics().await;
+    let count = common::metric_present(&text, "gateway_connections_refused_total", &refused)
+        .expect("the refused-connections series");
+    assert_eq!(count - before, 1.0);
+
+    // A place frees up when a connection closes: the next one is served.
+    drop(open.pop());
+    gw.wait_for_metric("gateway_open_connections", &refused, |v| v == 1.0).await;
+    let mut next = TcpStream::connect(gw.data).await.unwrap();
+    next.write_all(LIVE).await.unwrap();
+    assert!(read_response(&mut next).await.starts_with("http/1.1 200"));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_closed_although_pings_keep_flowing() {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let gw = common::start_with_server(SLOW_MODEL, "idle_timeout_ms = 300").await;
+    let stream = TcpStream::connect(gw.data).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_millis(50))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true)
+        .handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let request =
+        Request::get(format!("http://{}/v2/health/live", gw.data)).body(Full::new(Bytes::new())).unwrap();
+    let reply = send.send_request(request).await.unwrap();
+    assert_eq!(reply.status(), StatusCode::OK);
+    drop(reply.into_body().collect().await.unwrap());
+    // Pings every 50 ms, each acknowledged: bytes keep moving, but no request does.
+    let closed = tokio::time::timeout(BOUND, conn).await;
+    assert!(closed.is_ok(), "an idle HTTP/2 connection with pings must be closed after idle_timeout_ms");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_drain_timeout_the_connections_still_open_are_closed() {
+    let _serial = common::exclusive().await;
+    let mut gw =
+        common::start_with_server(SLOW_MODEL, "drain_timeout_ms = 300\nrequest_timeout_ms = 120000").await;
+    // A request whose body never completes keeps its connection busy.
+    let mut stream = TcpStream::connect(gw.data).await.unwrap();
+    let head =
+        "POST /v2/models/slow/infer HTTP/1.1\r\nhost: gateway\r\ncontent-length: 1000\r\n\r\n{\"inputs\"";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    wait_in_flight(&gw, 1.0).await;
+
+    let gateway = gw.gateway.take().unwrap();
+    gateway.shutdown();
+    read_until_closed(&mut stream).await;
+    tokio::time::timeout(BOUND, gateway.wait()).await.expect("wait() returns after the drain timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upload_is_not_counted_against_the_version() {
+    let _serial = common::exclusive().await;
+    let gw = common::start_with_server(common::CREDIT, "request_timeout_ms = 60000").await;
+    let version = [("model", "credit-scoring"), ("version", "1"), ("role", "primary")];
+    let ok = gw.infer("credit-scoring", &common::credit_request(1)).await;
+    assert_eq!(ok.status, 200);
+    let sum = "gateway_request_duration_seconds_sum";
+    let before = gw.metric(sum, &version).await;
+
+    let request = raw_infer("credit-scoring", &common::credit_request(1));
+    let (first, rest) = request.split_at(request.len() - 20);
+    let mut stream = TcpStream::connect(gw.data).await.unwrap();
+    stream.write_all(first).await.unwrap();
+    // The client takes its time with the last bytes of the body; that is the scenario.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stream.write_all(rest).await.unwrap();
+    assert!(read_response(&mut stream).await.starts_with("http/1.1 200"));
+
+    let text = gw.metrics().await;
+    let spent = common::metric_present(&text, sum, &version).expect("the version's duration series") - before;
+    assert!(spent < 1.0, "the version was charged {spent:.3} s for a 1.5 s upload");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_past_the_deadline_times_out_without_a_version() {
+    let _serial = common::exclusive().await;
+    let gw = common::start_with_server(common::CREDIT, "request_timeout_ms = 300").await;
+    let ok = gw.infer("credit-scoring", &common::credit_request(1)).await;
+    assert_eq!(ok.status, 200);
+    let timeouts = [("model", "credit-scoring"), ("outcome", "timeout")];
+    let before = gw.metric("gateway_requests_total", &timeouts).await;
+
+    let request = raw_infer("credit-scoring", &common::credit_request(1));
+    let mut stream = TcpStream::connect(gw.data).await.unwrap();
+    stream.write_all(&request[..request.len() - 20]).await.unwrap();
+    assert!(read_response(&mut stream).await.starts_with("http/1.1 504"));
+
+    let text = gw.metrics().await;
+    let labels = [("model", "credit-scoring"), ("version", "1"), ("role", "primary"), ("outcome", "timeout")];
+    let version =
+        common::metric_present(&text, "gateway_requests_total", &labels).expect("the version's series");
+    assert_eq!(version, 0.0, "no version was picked for a request that never arrived whole");
+    assert_eq!(common::metric(&text, "gateway_requests_total", &timeouts) - before, 1.0);
+    gw.stop().await;
+}

@@ -77,7 +77,11 @@ async fn unloaded_versions_drain_and_free_their_workers() {
         |routing: &str| format!("[models.mirror]\nrepository = \"TESTS\"\nrouting = {{ {routing} }}\n");
     let path = write_config(&dir, &mirror("primary = 1, versions = [3]"));
     let gw = start_file(&path, false).await;
-    assert!(worker_threads("ort-mirror-v3-").await > 0);
+    // A new thread names itself once it runs: wait for the name rather than race it.
+    common::eventually("mirror v3's worker threads", Duration::from_secs(30), || async {
+        worker_threads("ort-mirror-v3-").await > 0
+    })
+    .await;
     write_config(&dir, &mirror("primary = 1"));
     let reply = gw.admin_post("/admin/reload", None).await.json();
     assert_eq!(reply["unloaded"], serde_json::json!(["mirror/3"]));
@@ -246,4 +250,41 @@ async fn the_admin_api_needs_the_bearer_token() {
     assert_eq!(reply.status, 400, "{}", String::from_utf8_lossy(&reply.body));
     // /metrics stays open.
     assert_eq!(gw.get_at(gw.admin, "/metrics").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shadow_budget_is_the_models_and_survives_a_reload() {
+    let dir = scratch("reload-budget");
+    let routing = |percent: f64| {
+        credit(&format!(
+            "primary = 1\ncandidates = [{{ version = 2, percent = {percent} }}]\nshadows = [{{ version = 3, percent = 100.0 }}]\nshadow_max_in_flight = 1"
+        ))
+    };
+    let path = write_config(&dir, &routing(10.0));
+    let gw = start_file(&path, false).await;
+    let registry = gw.gateway.as_ref().unwrap().registry.clone();
+    // A mirrored copy in flight on the running snapshot holds the model's one place.
+    let held = registry.snapshot().model("credit-scoring").unwrap().shadow_budget.try_acquire().unwrap();
+
+    write_config(&dir, &routing(20.0));
+    let reply = gw.admin_post("/admin/reload", None).await;
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    let next = registry.snapshot();
+    let budget = &next.model("credit-scoring").unwrap().shadow_budget;
+    assert!(budget.try_acquire().is_none(), "the copy in flight must still count after the reload");
+    drop(held);
+    assert!(budget.try_acquire().is_some());
+
+    // A refused reload does not change the limit; an applied one does.
+    write_config(&dir, "[models.credit-scoring]\nrepository = \"REPO\"\nrouting = { primary = 99 }\n");
+    assert_eq!(gw.admin_post("/admin/reload", None).await.status, 400);
+    let places = |b: &Arc<gateway::registry::ShadowBudget>| {
+        let permits: Vec<_> = std::iter::from_fn(|| b.try_acquire()).take(10).collect();
+        permits.len()
+    };
+    assert_eq!(places(budget), 1);
+    write_config(&dir, &routing(20.0).replace("shadow_max_in_flight = 1", "shadow_max_in_flight = 3"));
+    assert_eq!(gw.admin_post("/admin/reload", None).await.status, 200);
+    assert_eq!(places(&registry.snapshot().model("credit-scoring").unwrap().shadow_budget), 3);
+    gw.stop().await;
 }

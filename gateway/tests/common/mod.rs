@@ -157,6 +157,19 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// The value of one sample in Prometheus text, or `None` when no series matches: for
+/// assertions that must fail when a series is missing (a missing series is not zero).
+pub fn metric_present(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
 /// A credit-scoring request with `rows` rows of features drawn from a fixed seed: varied
 /// inputs, so that versions that differ get to show it.
 pub fn credit_request_seeded(rows: usize, seed: u64) -> Value {
