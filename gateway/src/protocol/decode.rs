@@ -488,6 +488,23 @@ mod tests {
     }
 
     #[test]
+    fn floats_beside_nan_strings_are_parsed_to_the_nearest_f64() {
+        // The general path (data that is not only plain numbers) goes through serde_json, which
+        // rounds correctly only with its `float_roundtrip` feature (the fuzzer found 2-ulp misses).
+        let sig = ModelSignature {
+            inputs: vec![TensorSpec::new("v", DataType::F64, vec![-1])],
+            outputs: vec![TensorSpec::new("w", DataType::F64, vec![-1])],
+        };
+        let text = "-1.0000000000009103e300";
+        let json =
+            format!(r#"{{"inputs":[{{"name":"v","datatype":"FP64","shape":[2],"data":["NaN",{text}]}}]}}"#);
+        let decoded = decode_infer(json.as_bytes(), None, &sig, &DecodeLimits::default()).unwrap();
+        let TensorData::F64(v) = &decoded.inputs[0].data else { panic!("not FP64") };
+        assert!(v[0].is_nan());
+        assert_eq!(v[1].to_bits(), text.parse::<f64>().unwrap().to_bits());
+    }
+
+    #[test]
     fn nested_and_flat_data_decode_the_same() {
         let nested = decode(r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[2,2],"data":[[1,2],[3,4.5]]},{"name":"n","datatype":"INT64","shape":[1],"data":[7]}]}"#).unwrap();
         let flat = decode(r#"{"inputs":[{"name":"n","datatype":"INT64","shape":[1],"data":[7]},{"name":"x","datatype":"FP32","shape":[2,2],"data":[1,2,3,4.5]}]}"#).unwrap();
