@@ -1,35 +1,19 @@
 //! `loadtest`: a load generator for the Open Inference Protocol (KServe V2) HTTP and gRPC APIs.
 //!
 //! This file owns start-up: parse the command line, build the (small) tokio runtime, prepare
-//! the payload (from the model's metadata or a file), run, print the report. The modules:
-//! [`cli`] flags, [`target`] URL and paths, [`payload`] and [`binary`] request bodies,
-//! [`grpc`] the gRPC request and answers, [`request`] the prepared request, [`client`] connections and answers, [`exchange`] one
-//! request with its timeout, [`schedule`] the open loop's pacing, [`run`] the workers,
-//! [`stats`] recording, [`progress`] the live line, [`report`] the result.
-
-mod binary;
-mod cli;
-mod client;
-mod exchange;
-mod grpc;
-mod payload;
-mod progress;
-mod report;
-mod request;
-mod run;
-mod schedule;
-mod stats;
-mod target;
+//! the payload (from the model's metadata or a file), run, print the report. Everything else is
+//! in the library (`lib.rs` lists the modules), which the reliability tools reuse.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
 
-use cli::Args;
-use payload::{ModelMeta, Payload};
-use report::{Report, Setup};
-use target::Target;
+use loadtest::cli::Args;
+use loadtest::payload::{self, ModelMeta, Payload};
+use loadtest::report::{Report, Setup};
+use loadtest::target::Target;
+use loadtest::{client, grpc, request, run};
 
 fn main() -> ExitCode {
     let args = Args::parse();
