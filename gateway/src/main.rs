@@ -75,9 +75,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// What is logged without `RUST_LOG`.
+const DEFAULT_LOG_FILTER: &str = "info,h2=error";
+
 fn init_logging(format: LogFormat) {
+    // The HTTP/2 library warns once per connection a peer misbehaves on (a rapid-reset flood,
+    // say): a hostile client must not be able to flood the log, so by default only its errors.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
