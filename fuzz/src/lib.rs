@@ -137,8 +137,8 @@ impl Selector {
         match self.mode {
             0 => false,
             1 => true,
-            2 => i % 2 == 0,
-            _ => i % 2 == 1,
+            2 => i.is_multiple_of(2),
+            _ => !i.is_multiple_of(2),
         }
     }
 }
