@@ -221,12 +221,3 @@ pub fn strict() -> bool {
     static STRICT: OnceLock<bool> = OnceLock::new();
     *STRICT.get_or_init(|| std::env::var_os("FUZZ_STRICT").is_some_and(|v| v == "1"))
 }
-
-/// Whether `data` is FP32 or FP64 holding a NaN or an infinity.
-pub fn has_non_finite_float(data: &TensorData) -> bool {
-    match data {
-        TensorData::F32(v) => v.iter().any(|x| !x.is_finite()),
-        TensorData::F64(v) => v.iter().any(|x| !x.is_finite()),
-        _ => false,
-    }
-}

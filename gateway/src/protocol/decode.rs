@@ -391,8 +391,9 @@ impl<T: JsonElement> Flatten<'_, T> {
 /// integer tensors, several times faster than serde's visitor per element. `raw` was already
 /// checked to be well-formed JSON, so brackets, commas and whitespace only separate numbers.
 /// `None` as soon as anything else appears (a string such as "NaN", a boolean, a fraction for an
-/// integer type) or more than `count` numbers: the general path then decides, with its errors.
-fn numbers<T: std::str::FromStr>(raw: &RawValue, count: usize) -> Option<Vec<T>> {
+/// integer type, a number beyond the type's range) or more than `count` numbers: the general
+/// path then decides, with its errors, so both paths give every input the same answer.
+fn numbers<T: Plain>(raw: &RawValue, count: usize) -> Option<Vec<T>> {
     // Deeper than serde_json's own limit: let the general path refuse it the same way.
     let (mut depth, mut deepest) = (0usize, 0usize);
     for b in raw.get().bytes() {
@@ -414,9 +415,32 @@ fn numbers<T: std::str::FromStr>(raw: &RawValue, count: usize) -> Option<Vec<T>>
         if out.len() == count {
             return None;
         }
-        out.push(token.parse::<T>().ok()?);
+        out.push(token.parse::<T>().ok().filter(Plain::is_finite)?);
     }
     Some(out)
+}
+
+/// The element types the fast path parses; a literal that overflows a float parses to infinity,
+/// which the general path refuses or converts its own way.
+trait Plain: std::str::FromStr {
+    fn is_finite(&self) -> bool {
+        true
+    }
+}
+
+impl Plain for i32 {}
+impl Plain for i64 {}
+
+impl Plain for f32 {
+    fn is_finite(&self) -> bool {
+        f32::is_finite(*self)
+    }
+}
+
+impl Plain for f64 {
+    fn is_finite(&self) -> bool {
+        f64::is_finite(*self)
+    }
 }
 
 fn flatten<T: JsonElement>(
@@ -502,6 +526,22 @@ mod tests {
         let TensorData::F64(v) = &decoded.inputs[0].data else { panic!("not FP64") };
         assert!(v[0].is_nan());
         assert_eq!(v[1].to_bits(), text.parse::<f64>().unwrap().to_bits());
+    }
+
+    #[test]
+    fn a_number_beyond_the_range_gets_the_same_answer_whatever_else_the_data_holds() {
+        let sig = ModelSignature {
+            inputs: vec![TensorSpec::new("v", DataType::F64, vec![-1])],
+            outputs: vec![TensorSpec::new("w", DataType::F64, vec![-1])],
+        };
+        let decode = |data: &str| {
+            let json =
+                format!(r#"{{"inputs":[{{"name":"v","datatype":"FP64","shape":[2],"data":{data}}}]}}"#);
+            decode_infer(json.as_bytes(), None, &sig, &DecodeLimits::default()).map(|r| r.inputs)
+        };
+        let plain = decode("[1e999, 2]");
+        let beside_a_string = decode(r#"[1e999, "NaN"]"#);
+        assert!(plain.is_err() && beside_a_string.is_err(), "{plain:?} / {beside_a_string:?}");
     }
 
     #[test]
