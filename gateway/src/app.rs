@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -163,8 +163,18 @@ impl Gateway {
     }
 }
 
+/// Pending connections the kernel may hold for a listener before `accept` (the kernel caps it
+/// at `net.core.somaxconn`, 4096 by default). Deeper than tokio's 1024, so a burst of
+/// connections (a flood against `max_connections`, say) does not overflow the queue and leave
+/// clients half-connected while the accept loop catches up.
+const LISTEN_BACKLOG: u32 = 4096;
+
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
+    let failed = |source| StartError::Bind { what, addr, source };
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(failed)?;
+    socket.set_reuseaddr(true).map_err(failed)?;
+    socket.bind(addr).map_err(failed)?;
+    socket.listen(LISTEN_BACKLOG).map_err(failed)
 }
 
 fn local_addr(what: &'static str, addr: SocketAddr, l: &TcpListener) -> Result<SocketAddr, StartError> {
