@@ -207,8 +207,8 @@ impl Inference {
             let InferRequest { id, inputs, outputs: chosen } = decode(&version.signature, &limits)?;
             let inputs = Arc::new(inputs);
             let answer = match self.run(&target, inputs.clone(), deadline, expected).await {
-                Err(ApiError::InputRefused(reason)) if target.route.role == Role::Candidate => {
-                    Err(refusal_by_candidate(m, &target, inputs, deadline, reason).await)
+                Err(ApiError::InputRefused(reason)) if target.route.role != Role::Primary => {
+                    Err(refusal_by_non_primary(m, &target, inputs, deadline, reason).await)
                 }
                 other => other,
             }?;
@@ -322,19 +322,24 @@ impl Inference {
     }
 }
 
-/// A candidate refused a request's inputs: the client's fault only if the primary refuses them
-/// too. The primary runs the same inputs (within the request's deadline); when it accepts them
-/// the candidate is broken, not the request: a server error, which counts toward the rollout's
-/// `max_error_rate`. A client therefore cannot roll a candidate back with bad inputs (the
-/// primary refuses them as well), and a candidate that refuses good ones is caught.
-async fn refusal_by_candidate(
+/// A version other than the primary (a candidate, or one pinned) refused a request's inputs:
+/// the client's fault only if the primary refuses them too. The primary runs the same inputs
+/// (within the request's deadline); when it accepts them the version is broken, not the
+/// request: a server error, which counts toward the rollout's `max_error_rate`. A client
+/// therefore cannot roll a candidate back with bad inputs (the primary refuses them as well),
+/// and a version that refuses good ones is caught. ONNX Runtime gives the same code for an
+/// index out of range whether the index came from the request or from the graph itself, so
+/// this comparison is what tells the two apart.
+async fn refusal_by_non_primary(
     m: &ServedModel,
     target: &Target,
     inputs: Arc<Vec<Tensor>>,
     deadline: Deadline,
     reason: String,
 ) -> ApiError {
-    let Some(primary) = m.primary() else { return ApiError::InputRefused(reason) };
+    let Some(primary) = m.primary().filter(|p| p.version != target.version.version) else {
+        return ApiError::InputRefused(reason);
+    };
     let run = primary.infer(inputs, deadline.at(), primary.expect());
     match deadline.bound(run).await {
         Ok(_) => ApiError::InferenceFailed(format!(

@@ -250,3 +250,22 @@ async fn a_candidate_refusing_inputs_its_primary_also_refuses_is_the_clients_err
     assert_eq!((candidate("client_error"), candidate("server_error")), (1.0, 0.0));
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_version_refusing_inputs_its_primary_accepts_is_a_server_error() {
+    let _serial = common::exclusive().await;
+    // mirror v3's own graph gathers past the end: ONNX Runtime says INVALID_ARGUMENT, the
+    // code it gives for an index the request carried, yet v1 accepts the very same inputs.
+    let toml = "[models.mirror]\nrepository = \"TESTS\"\nrouting = { primary = 1, versions = [3] }\n";
+    let gw = common::start(toml).await;
+    let request = serde_json::to_vec(&common::credit_request(1)).unwrap();
+    let reply = gw.post("/v2/models/mirror/versions/3/infer", request, &[]).await;
+    let body = String::from_utf8_lossy(&reply.body).into_owned();
+    assert_eq!(reply.status, 500, "{body}");
+    assert!(body.contains("its primary (version 1) accepts them"), "{body}");
+    let text = gw.metrics().await;
+    let labels = [("model", "mirror"), ("version", "3"), ("role", "pinned"), ("outcome", "server_error")];
+    let failed = common::metric_present(&text, "gateway_requests_total", &labels).expect("v3's series");
+    assert_eq!(failed, 1.0);
+    gw.stop().await;
+}

@@ -47,7 +47,10 @@ SERVED = {
     "fixed": [1],
     "slow": [1],
     "mirror": [1, 3],
+    "embed": [1],
 }
+# Models with dynamic batching in compat.toml: a request may carry at most this many rows.
+MAX_BATCH = {"dense": 8}
 RTOL = 1e-4
 ATOL = 1e-6
 
@@ -309,10 +312,11 @@ def infer_checks(client, reference):
 
     check("infer with priority/timeout/custom request parameters", params)
 
-    # Larger batches: the dense reference rows repeated, and credit rows repeated.
+    # Larger batches: the dense reference rows repeated up to its max_batch_size, and credit
+    # rows (no batching) repeated 16 times.
     for model in ("dense", "credit-scoring"):
         base = next(e for e in reference if e["model"] == model)
-        reps = 16
+        reps = MAX_BATCH.get(model, 16 * base["inputs"][0]["shape"][0]) // base["inputs"][0]["shape"][0]
         big = {
             "model": model,
             "version": base["version"],
@@ -436,7 +440,25 @@ def error_checks(client, reference):
         entry = dict(credit, model="mirror")
         return client.infer("mirror", make_inputs(entry, True), model_version="3")
 
-    check("model failing at run time -> 500 with the reason", lambda: expect_error(run_failure, 500, []))
+    # v3's graph gathers past the end: ONNX Runtime calls that INVALID_ARGUMENT, but the primary
+    # (v1) accepts the same inputs, so the version is at fault, not the request.
+    check("model failing at run time -> 500 with the reason", lambda: expect_error(run_failure, 500, ["gather", "version 3"]))
+
+    def out_of_vocabulary():
+        ids = np.array([[1, 2, 99]], dtype=np.int64)
+        i = httpclient.InferInput("input_ids", [1, 3], "INT64")
+        i.set_data_from_numpy(ids)
+        return client.infer("embed", [i])
+
+    check("token id outside the vocabulary -> 400 with ONNX Runtime's reason", lambda: expect_error(out_of_vocabulary, 400, ["indices", "out of data bounds"]))
+
+    def too_many_rows():
+        arr = np.zeros((MAX_BATCH["dense"] + 1,) + tuple(next(e for e in reference if e["model"] == "dense")["inputs"][0]["shape"][1:]), dtype=np.float32)
+        i = httpclient.InferInput(next(e for e in reference if e["model"] == "dense")["inputs"][0]["name"], list(arr.shape), "FP32")
+        i.set_data_from_numpy(arr)
+        return client.infer("dense", [i])
+
+    check("more rows than max_batch_size -> 422", lambda: expect_error(too_many_rows, 422, ["max_batch_size"]))
     check("still serving after the errors", still_serving)
 
 
