@@ -127,8 +127,11 @@ impl Selector {
     pub fn new(byte: u8) -> Selector {
         let all = signatures();
         let signature = &all[usize::from(byte & 0x1f) % all.len()];
-        let limits =
-            if byte & 0x80 != 0 { DecodeLimits { max_elements: 6 } } else { DecodeLimits::default() };
+        let limits = if byte & 0x80 != 0 {
+            DecodeLimits { max_elements: 6, max_batch: Some(2) }
+        } else {
+            DecodeLimits::default()
+        };
         Selector { signature, limits, mode: (byte >> 5) & 0b11 }
     }
 
