@@ -24,24 +24,26 @@ impl Admission {
 
     /// A slot, or `Overloaded` (counted as rejected) when all `max` are taken.
     pub fn admit(self: &Arc<Self>) -> Result<Admitted, ApiError> {
-        let now = self.current.fetch_add(1, Ordering::AcqRel) + 1;
-        let admitted = Admitted(self.clone());
-        if now > self.max {
-            drop(admitted);
+        let taken = self
+            .current
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1));
+        if taken.is_err() {
             telemetry::count_unrouted(None, Outcome::Rejected);
             return Err(ApiError::Overloaded(format!(
                 "the gateway is at its limit of {} requests in progress; retry shortly",
                 self.max
             )));
         }
-        self.gauge.set(now as f64);
-        Ok(admitted)
+        // Moved by one, never set: two requests admitted and finished at once cannot leave
+        // the gauge at the value of whichever wrote last.
+        self.gauge.increment(1.0);
+        Ok(Admitted(self.clone()))
     }
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        let now = self.0.current.fetch_sub(1, Ordering::AcqRel) - 1;
-        self.0.gauge.set(now as f64);
+        self.0.current.fetch_sub(1, Ordering::AcqRel);
+        self.0.gauge.decrement(1.0);
     }
 }

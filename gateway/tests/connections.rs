@@ -496,3 +496,27 @@ async fn an_upload_past_the_deadline_times_out_without_a_version() {
     assert_eq!(common::metric(&text, "gateway_requests_total", &timeouts) - before, 1.0);
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_flight_gauge_adds_up_across_gateways_sharing_a_process() {
+    let _serial = common::exclusive().await;
+    // The metrics recorder is process-wide; two gateways in one process (a library user, or
+    // this test binary) share `gateway_in_flight_requests`. Each request must move it by one:
+    // a gauge written with one gateway's own count would read 1 with two held, then 0.
+    let server = "request_timeout_ms = 120000";
+    let first = common::start_with_server(SLOW_MODEL, server).await;
+    let second = common::start_with_server(SLOW_MODEL, server).await;
+    let head = "POST /v2/models/slow/infer HTTP/1.1\r\nhost: gateway\r\ncontent-length: 1000\r\n\r\n{";
+    let mut held = TcpStream::connect(first.data).await.unwrap();
+    held.write_all(head.as_bytes()).await.unwrap();
+    wait_in_flight(&first, 1.0).await;
+    let mut other = TcpStream::connect(second.data).await.unwrap();
+    other.write_all(head.as_bytes()).await.unwrap();
+    wait_in_flight(&second, 2.0).await;
+    drop(held);
+    wait_in_flight(&second, 1.0).await;
+    drop(other);
+    wait_in_flight(&first, 0.0).await;
+    first.stop().await;
+    second.stop().await;
+}

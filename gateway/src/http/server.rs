@@ -66,8 +66,9 @@ impl ConnectionSlots {
         let taken =
             self.open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1));
         match taken {
-            Ok(n) => {
-                self.gauge.set((n + 1) as f64);
+            Ok(_) => {
+                // Moved by one, never set (see `Admission::admit`).
+                self.gauge.increment(1.0);
                 Some(Slot(self.clone()))
             }
             Err(_) => {
@@ -80,8 +81,8 @@ impl ConnectionSlots {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let before = self.0.open.fetch_sub(1, Ordering::AcqRel);
-        self.0.gauge.set(before.saturating_sub(1) as f64);
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        self.0.gauge.decrement(1.0);
     }
 }
 
