@@ -1,109 +1,184 @@
 #!/usr/bin/env bash
-# Issue 4's "done means" for throughput and latency, measured in one run (ratios within the run):
-#   1. credit-scoring batch 1, 32 connections, JSON: gateway ≥ 0.5× bare_hyper and ≥ 5× FastAPI;
-#   2. credit-scoring batch 1 at 1 connection: p99 < 0.5 ms;
-#   3. dense batch-1 requests, 32 connections: batching rows/s ≥ 0.6× ort_max's best in-process
-#      rows/s and ≥ 2× the gateway without batching;
-#   4. open loop at 70% of the gateway's measured max rate (step 1): p99 ≤ 5× p50, no errors, and
-#      the rate kept up (≥ 99% of it sent, and never more than 10 ms of due requests waiting
-#      for a free connection; else both percentiles measure the backlog); 50% too, for reference;
-#   5. 3× overload against a gateway admitting at most 32 requests (max_in_flight = 32): every
-#      refusal a 503 in < 1 ms, admitted p99 ≤ 2× the unloaded p99, then recovery. The model is
-#      models/tests/slow at ~1 ms per request (capacity ~1k req/s on one ORT thread), because 3×
-#      the credit model's rate (~60k req/s) is more than one loadtest core can send on a 2-core
-#      machine (tried: it achieved 25k of 65k and measured the generator's backlog). "Unloaded
-#      p99" = the closed-loop p99 at 32 connections on the same gateway (32 in flight, nothing
-#      refused); the overload runs 256 connections in an open loop at 3× that closed loop's rate;
-#      recovery = a closed loop at 32 right after, compared with the one before.
-#   Controls (reported, not judged): the same open loops (4 and 5b's rates and connections)
-#   against bare_hyper, which answers at once without any work. Its tail is what the generator
-#   and the machine produce by themselves; a gateway tail at that level is not the gateway's.
-# Usage: benches/compare/acceptance.sh [--skip-build] [--duration S] [--delay-us N]
+# Issue 11's performance targets, measured so that the machine's limits cancel out: the server
+# under test (and every control: bare_hyper, ONNX Runtime in-process, the Python peers) on one
+# core (SERVER_CPU, default 1), the load generator on the other (LOAD_CPU, default 0), and every
+# target a ratio between figures taken in this one run. acceptance_report.py prints one
+# PASS/FAIL line per target and writes acceptance.md (the README's performance table) and
+# acceptance.json.
+#
+#   1. batching never lowers throughput: credit and dense batch-1 requests at 1, 2, 4, 8, 32
+#      connections, pinned and unpinned, the default batching config (config/gateway.toml's:
+#      max_queue_delay_us = 500, max_batch_size 32 / 8) ≥ 0.95× the same config with
+#      max_batch_size = 1; dense at 32 connections ≥ 2.5× unbatched;
+#   2. dense batch 8 at one connection ≥ 1.5× FastAPI + onnxruntime; the gateway's ONNX Runtime
+#      time per batch within 5% of Python onnxruntime's (same model, batch, one thread, same
+#      core); mean queue wait ≤ 20 µs; decoding a 2,048-float JSON tensor ≤ 50 µs (criterion);
+#   3. credit batch 1, 32 connections, JSON ≥ 0.6× bare_hyper; credit at one connection: p50
+#      within 30 µs of bare_hyper's;
+#   4. dense batch-1 requests, 32 connections, batching on: ≥ 0.85× ONNX Runtime's best
+#      one-thread rows/s with binary tensors, ≥ 0.7× with JSON;
+#   5. open loop at 50% of the gateway's own closed-loop maximum: p99 ≤ 2× bare_hyper's p99 at
+#      the same rate; 3× overload (models/tests/slow, max_in_flight 32): admitted p99 ≤ 1.5×
+#      the unloaded p99, refusals' p99 ≤ 1 ms;
+#   6. monitoring on (the credit model's `monitor` table, every request stored for feedback):
+#      ≥ 0.95× the req/s with it off (credit, 32 connections);
+#   7. gRPC with raw tensors beats HTTP JSON on dense batch 1 at 32 connections;
+#   8. Mosec: gateway ≥ 4× its req/s on credit batch 1 and ≥ 2× its rows/s on dense batch 1, at
+#      32 connections.
+#
+# Usage: benches/compare/acceptance.sh [--skip-build] [--duration S] [--warmup S] [--no-peers]
 # Writes benches/results/acceptance-<time>/{acceptance.json,acceptance.md,raw/,logs/}.
+# Environment: SERVER_CPU, LOAD_CPU, GWBENCH_PORT (uses it to +2), VENV_ROOT.
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-SKIP_BUILD=0 DURATION=8 WARMUP=2 DELAY_US=0 ORT_SECONDS=3
+SKIP_BUILD=0 DURATION=4 WARMUP=1 ORT_SECONDS=3 PEERS=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --skip-build) SKIP_BUILD=1 ;;
         --duration) DURATION=$2; shift ;;
-        --delay-us) DELAY_US=$2; shift ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        --warmup) WARMUP=$2; shift ;;
+        --no-peers) PEERS=0 ;;
+        -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
 done
+SERVER_CPU=${SERVER_CPU:-1} LOAD_CPU=${LOAD_CPU:-0}
+PINNED_SERVER="taskset -c $SERVER_CPU" PINNED_LOAD="taskset -c $LOAD_CPU"
+pinned() { SERVER_PIN=$PINNED_SERVER LOAD_PIN=$PINNED_LOAD; }
+unpinned() { SERVER_PIN="" LOAD_PIN=""; }
+CONNS="1 2 4 8 32"
+
 results_dir acceptance-
-[ "$SKIP_BUILD" = 1 ] || build || exit 1
+if [ "$SKIP_BUILD" = 1 ]; then :; else build || exit 1; fi
 python3 "$COMPARE/payloads.py" "$OUT/payloads"
-CREDIT="$OUT/payloads/credit-b1.json" DENSE="$OUT/payloads/dense-b1.json"
+P="$OUT/payloads"
+if [ "$PEERS" = 1 ]; then
+    "$COMPARE/peers/install.sh" fastapi mosec >>"$LOGS/install.log" 2>&1 || log "a peer failed to install (see $LOGS/install.log)"
+fi
 
-# The compute limit first, with nothing else of ours running.
-log "ort_max dense (batch 1, 8, 32; best of instances/threads)"
-for b in 1 8 32; do ort_best dense "$b" >/dev/null; done
+# Configs: the default batching (config/gateway.toml's delay and caps), the same without
+# batching, with monitoring on the credit model, and the overload one.
+gateway_config "$OUT/batch.toml" 500 32 1 1
+gateway_config "$OUT/nobatch.toml" 500 1 1 1
+cp "$OUT/batch.toml" "$OUT/monitor.toml"
+printf '\n[models.credit-scoring.monitor]\noutput = "probabilities"\n' >>"$OUT/monitor.toml"
+gateway_config "$OUT/overload.toml" 500 32 1 1 32 1024
+scrape() { curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" >"$RAW/metrics-$1.txt"; }
 
-gateway_config "$OUT/gateway.toml" "$DELAY_US" 32 1 1
-gateway_config "$OUT/gateway-nobatch.toml" 0 1 1 1
-gateway_config "$OUT/gateway-overload.toml" "$DELAY_US" 32 1 1 32 1024
+# The controls first, with nothing else running: ONNX Runtime in-process on the server's core.
+pinned
+log "control: ort_max dense, one thread, batch 1, 8, 32 (core $SERVER_CPU)"
+for b in 1 8 32; do
+    # shellcheck disable=SC2086
+    $SERVER_PIN timeout 120 "$BIN/ort_max" --model "$REPO/models/dense/1/model.onnx" --batch "$b" \
+        --instances 1 --threads 1 --duration "$ORT_SECONDS" --warmup 1 --json \
+        >"$RAW/ort-dense-b$b.json" 2>>"$LOGS/ort_max.log" || log "ort_max failed (batch $b)"
+done
+if [ "$PEERS" = 1 ] && [ -x "$VENV_ROOT/fastapi/bin/python" ]; then
+    log "control: Python onnxruntime dense batch 8, one thread (core $SERVER_CPU)"
+    # shellcheck disable=SC2086
+    PYTHONPATH="$COMPARE/peers" $SERVER_PIN timeout 120 "$VENV_ROOT/fastapi/bin/python" \
+        "$COMPARE/peers/ort_python.py" "$REPO/models" dense 8 "$ORT_SECONDS" \
+        >"$RAW/ort-python-dense-b8.json" 2>>"$LOGS/ort_python.log" || log "ort_python failed"
+fi
+log "control: criterion decode_json/dense/batch8 (2,048 floats, core $SERVER_CPU)"
+# shellcheck disable=SC2086
+(cd "$REPO" && $SERVER_PIN cargo bench -q -p benches --bench codec -- --noplot 'decode_json/dense/batch8') \
+    >"$LOGS/criterion-decode.log" 2>&1 || log "criterion failed (see $LOGS/criterion-decode.log)"
+cp "$REPO/target/criterion/decode_json/dense_batch8/new/estimates.json" "$RAW/criterion-decode-dense-b8.json" 2>/dev/null
 
-if start_gateway gateway "$OUT/gateway.toml"; then
-    log "1. gateway credit c32";  lt "$RAW/gateway-credit-c32.json" credit-scoring "$CREDIT" 32
-    log "2. gateway credit c1";   lt "$RAW/gateway-credit-c1.json" credit-scoring "$CREDIT" 1
-    log "3. gateway dense c32";   lt "$RAW/gateway-dense-c32.json" dense "$DENSE" 32
-    max_rps=$(field "$RAW/gateway-credit-c32.json" "r['throughput_rps']")
-    log "3b. gateway dense c32, binary payloads (for reference)"
-    lt "$RAW/gateway-dense-c32-binary.json" dense "$DENSE" 32 --binary
-    RATE70=$(python3 -c "print(round(0.7 * $max_rps))")
-    log "4. open loop at $RATE70 req/s (70% of $max_rps)"
-    lt "$RAW/gateway-credit-open70.json" credit-scoring "$CREDIT" 64 --rate "$RATE70"
-    RATE50=$(python3 -c "print(round(0.5 * $max_rps))")
-    log "4b. open loop at $RATE50 req/s (50%, for reference)"
-    lt "$RAW/gateway-credit-open50.json" credit-scoring "$CREDIT" 64 --rate "$RATE50"
+# Target 1: every model and concurrency, batching on and off, pinned then unpinned.
+sweep() {
+    local tag=$1 config=$2 m c payload
+    if start_gateway "$tag" "$config"; then
+        for m in credit-scoring dense; do
+            payload=$P/credit-b1.json
+            [ "$m" = dense ] && payload=$P/dense-b1.json
+            for c in $CONNS; do
+                log "$tag $m b1 c$c"
+                lt "$RAW/$tag@$m@c$c.json" "$m" "$payload" "$c"
+            done
+        done
+    fi
+    stop_server
+}
+for pin in pinned unpinned; do
+    $pin
+    sweep "batch-$pin" "$OUT/batch.toml"
+    sweep "nobatch-$pin" "$OUT/nobatch.toml"
+done
+
+# Targets 2-7 on the default batching config, pinned.
+pinned
+if start_server gateway /v2/health/ready "$BIN/gateway" --config "$OUT/batch.toml" \
+    --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
+    --grpc-listen "127.0.0.1:$((PORT + 2))" --no-watch; then
+    log "2. gateway dense b8 c1 (with the gateway's own queue and run times)"
+    scrape dense-b8-c1-before
+    lt "$RAW/gateway@dense-b8@c1.json" dense "$P/dense-b8.json" 1
+    scrape dense-b8-c1-after
+    log "3. gateway credit b1 c32 and c1"
+    lt "$RAW/gateway@credit@c32.json" credit-scoring "$P/credit-b1.json" 32
+    lt "$RAW/gateway@credit@c1.json" credit-scoring "$P/credit-b1.json" 1
+    log "4. gateway dense b1 c32, JSON and binary"
+    lt "$RAW/gateway@dense@c32.json" dense "$P/dense-b1.json" 32
+    lt "$RAW/gateway@dense-binary@c32.json" dense "$P/dense-b1.json" 32 --binary
+    log "7. gateway dense b1 c32 over gRPC (raw tensors, 32 streams on 4 connections)"
+    LT_URL="http://127.0.0.1:$((PORT + 2))" lt "$RAW/gateway@dense-grpc@c32.json" dense "$P/dense-b1.json" 32 \
+        --grpc --h2-connections 4
+    RATE50=$(python3 -c "print(round(0.5 * $(field "$RAW/gateway@credit@c32.json" "r['throughput_rps']")))")
+    log "5. gateway open loop at $RATE50 req/s (50% of its closed-loop max), 64 connections"
+    lt "$RAW/gateway@credit-open50.json" credit-scoring "$P/credit-b1.json" 64 --rate "$RATE50"
 fi
 stop_server
 
-SLOW="$OUT/payloads/slow-1ms.json"
-if start_gateway gateway-overload "$OUT/gateway-overload.toml"; then
-    log "5a. unloaded: slow model closed loop c32"
-    lt "$RAW/gateway-slow-c32.json" slow "$SLOW" 32
-    slow_rps=$(field "$RAW/gateway-slow-c32.json" "r['throughput_rps']")
-    OVER_RATE=$(python3 -c "print(round(3 * $slow_rps))")
-    log "5b. overload: open loop at $OVER_RATE req/s (3x $slow_rps), 256 connections, max_in_flight 32"
-    lt "$RAW/gateway-slow-overload3x.json" slow "$SLOW" 256 --rate "$OVER_RATE" --max-backlog 1000000
-    log "5c. recovery: closed loop c32 right after"
-    WARMUP=0 lt "$RAW/gateway-slow-recovery.json" slow "$SLOW" 32
+if start_gateway monitor "$OUT/monitor.toml"; then
+    log "6. gateway credit b1 c32, monitoring on; then off again on the batching config"
+    lt "$RAW/monitor@credit@c32.json" credit-scoring "$P/credit-b1.json" 32
+fi
+stop_server
+if start_gateway monitor-off "$OUT/batch.toml"; then
+    lt "$RAW/monitor-off@credit@c32.json" credit-scoring "$P/credit-b1.json" 32
 fi
 stop_server
 
-if start_gateway gateway-nobatch "$OUT/gateway-nobatch.toml"; then
-    log "3. gateway without batching, dense c32"
-    lt "$RAW/gateway-nobatch-dense-c32.json" dense "$DENSE" 32
+SLOW="$P/slow-1ms.json"
+if start_gateway overload "$OUT/overload.toml"; then
+    log "5. unloaded: slow model closed loop c32"
+    lt "$RAW/overload@slow@c32.json" slow "$SLOW" 32
+    OVER_RATE=$(python3 -c "print(round(3 * $(field "$RAW/overload@slow@c32.json" "r['throughput_rps']")))")
+    log "5. overload: open loop at $OVER_RATE req/s (3x), 256 connections, max_in_flight 32"
+    lt "$RAW/overload@slow-3x.json" slow "$SLOW" 256 --rate "$OVER_RATE" --max-backlog 1000000
 fi
 stop_server
 
 if start_server bare /v2/health/ready "$BIN/bare_hyper" --listen "127.0.0.1:$PORT" --exit-after "$MAX_SERVER_S"; then
-    log "1. bare_hyper credit c32"; lt "$RAW/bare-credit-c32.json" credit-scoring "$CREDIT" 32
-    # Controls: the same open loops against a server that does nothing but answer. What the
-    # generator and the machine alone show at these rates is the floor under checks 4 and 5.
-    if [ -n "${RATE70:-}" ]; then
-        log "control: bare_hyper open loop at $RATE70 and $RATE50 req/s"
-        lt "$RAW/bare-credit-open70.json" credit-scoring "$CREDIT" 64 --rate "$RATE70"
-        lt "$RAW/bare-credit-open50.json" credit-scoring "$CREDIT" 64 --rate "$RATE50"
-    fi
-    if [ -n "${OVER_RATE:-}" ]; then
-        log "control: bare_hyper open loop at the overload's $OVER_RATE req/s, 256 connections"
-        lt "$RAW/bare-overload.json" slow "$SLOW" 256 --rate "$OVER_RATE" --max-backlog 1000000
-    fi
+    log "control: bare_hyper credit c32, c1, open loop at $RATE50 req/s"
+    lt "$RAW/bare@credit@c32.json" credit-scoring "$P/credit-b1.json" 32
+    lt "$RAW/bare@credit@c1.json" credit-scoring "$P/credit-b1.json" 1
+    [ -n "${RATE50:-}" ] && lt "$RAW/bare@credit-open50.json" credit-scoring "$P/credit-b1.json" 64 --rate "$RATE50"
 fi
 stop_server
 
-if "$COMPARE/peers/install.sh" fastapi >>"$LOGS/install.log" 2>&1 &&
-    start_server fastapi /v2/models/dense/ready env PYTHONPATH="$COMPARE/peers" \
+if [ "$PEERS" = 1 ]; then
+    if start_server fastapi /v2/models/dense/ready env PYTHONPATH="$COMPARE/peers" \
         "$VENV_ROOT/fastapi/bin/python" "$COMPARE/peers/fastapi_server.py" "$REPO/models" "$PORT"; then
-    log "1. FastAPI credit c32"; lt "$RAW/fastapi-credit-c32.json" credit-scoring "$CREDIT" 32
+        log "2. FastAPI dense b8 c1"
+        lt "$RAW/fastapi@dense-b8@c1.json" dense "$P/dense-b8.json" 1
+    fi
+    stop_server
+    if start_server mosec / env PYTHONPATH="$COMPARE/peers" \
+        "$VENV_ROOT/mosec/bin/python" "$COMPARE/peers/mosec_server.py" "$REPO/models" "$PORT"; then
+        log "8. Mosec credit b1 c32, dense b1 c32"
+        lt "$RAW/mosec@credit@c32.json" credit-scoring "$P/credit-b1.json" 32
+        lt "$RAW/mosec@dense@c32.json" dense "$P/dense-b1.json" 32
+    fi
+    stop_server
 fi
-stop_server
 
-python3 "$COMPARE/acceptance_report.py" "$OUT" --machine "$(nproc) cores, $(uname -sr), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" --delay-us "$DELAY_US"
+python3 "$COMPARE/acceptance_report.py" "$OUT" \
+    --machine "$(nproc) cores, $(uname -sr), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" \
+    --pinning "server on core $SERVER_CPU, load generator on core $LOAD_CPU"
 log "results in $OUT"

@@ -1,9 +1,11 @@
-"""Judges acceptance.sh's raw reports against issue 4's targets; prints and writes
-acceptance.md and acceptance.json. Stdlib only.
-Usage: acceptance_report.py OUT_DIR [--machine TEXT] [--delay-us N]"""
+"""Judges acceptance.sh's raw reports against issue 11's targets: prints one PASS/FAIL line per
+target (MISSING when a figure it needs was not measured) and writes acceptance.md (the README's
+performance table: every figure with its control beside it) and acceptance.json. Stdlib only.
+Usage: acceptance_report.py OUT_DIR [--machine TEXT] [--pinning TEXT]"""
 
 import json
 import os
+import re
 import sys
 
 
@@ -13,13 +15,19 @@ def arg(name, default):
 
 out = sys.argv[1]
 raw = os.path.join(out, "raw")
+CONNS = (1, 2, 4, 8, 32)
+
+
+def load(name):
+    try:
+        with open(os.path.join(raw, name)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 
 
 def rep(name):
-    try:
-        return json.load(open(os.path.join(raw, name + ".json")))
-    except (OSError, ValueError):
-        return None
+    return load(name + ".json")
 
 
 def get(r, *path):
@@ -30,116 +38,152 @@ def get(r, *path):
     return r
 
 
+def rps(r):
+    return get(r, "throughput_rps")
+
+
 def div(a, b):
     return None if a is None or not b else a / b
 
 
-def show(v):
+def num(v, unit=""):
     if v is None:
         return "-"
-    return f"{v:.2f}" if isinstance(v, float) else str(v)
+    return f"{v:,.0f}{unit}" if abs(v) >= 100 else f"{v:.2f}{unit}"
 
 
-gw32, gw1, bare, fastapi = rep("gateway-credit-c32"), rep("gateway-credit-c1"), rep("bare-credit-c32"), rep("fastapi-credit-c32")
-dense, nobatch = rep("gateway-dense-c32"), rep("gateway-nobatch-dense-c32")
-open70 = rep("gateway-credit-open70")
-slow32, over, recovery = rep("gateway-slow-c32"), rep("gateway-slow-overload3x"), rep("gateway-slow-recovery")
-ort = [rep(f"ort-dense-b{b}") for b in (1, 8, 32)]
-ort_best = max((o for o in ort if o), key=lambda o: o["rows_per_s"], default=None)
+def metric_sums(name):
+    """{metric name: value} summed over the dense model's series in a scraped /metrics."""
+    sums = {}
+    try:
+        text = open(os.path.join(raw, f"metrics-{name}.txt")).read()
+    except OSError:
+        return sums
+    for line in text.splitlines():
+        m = re.match(r'^([a-z_]+)\{([^}]*)\} ([0-9.eE+-]+)$', line)
+        if m and 'model="dense"' in m.group(2):
+            sums[m.group(1)] = sums.get(m.group(1), 0.0) + float(m.group(3))
+    return sums
+
 
 checks = []
 
 
-def check(name, value, target, ok, detail):
-    checks.append({"check": name, "value": value, "target": target,
-                   "met": None if ok is None else bool(ok), "detail": detail})
+def check(target, name, value, goal, ok, detail):
+    met = None if value is None else bool(ok)
+    checks.append({"target": target, "check": name, "value": value, "goal": goal, "met": met, "detail": detail})
 
 
-r_bare = div(get(gw32, "throughput_rps"), get(bare, "throughput_rps"))
-check("credit b1 c32: gateway ÷ bare_hyper req/s", r_bare, "≥ 0.5", r_bare and r_bare >= 0.5,
-      f"{get(gw32, 'throughput_rps') or 0:,.0f} vs {get(bare, 'throughput_rps') or 0:,.0f} req/s")
-r_fa = div(get(gw32, "throughput_rps"), get(fastapi, "throughput_rps"))
-check("credit b1 c32: gateway ÷ FastAPI req/s", r_fa, "≥ 5", r_fa and r_fa >= 5,
-      f"{get(gw32, 'throughput_rps') or 0:,.0f} vs {get(fastapi, 'throughput_rps') or 0:,.0f} req/s")
-p99_1 = get(gw1, "latency_us", "p99")
-check("credit b1 c1: gateway p99 (µs)", p99_1, "< 500", p99_1 is not None and p99_1 < 500,
-      f"p50 {get(gw1, 'latency_us', 'p50')} µs, {get(gw1, 'throughput_rps') or 0:,.0f} req/s")
-r_ort = div(get(dense, "rows_per_s"), get(ort_best, "rows_per_s"))
-check("dense b1 c32: batching rows/s ÷ ort_max best", r_ort, "≥ 0.6", r_ort and r_ort >= 0.6,
-      f"{get(dense, 'rows_per_s') or 0:,.0f} vs {get(ort_best, 'rows_per_s') or 0:,.0f} rows/s "
-      f"(ort_max batch {get(ort_best, 'batch')}, {get(ort_best, 'instances')} inst × {get(ort_best, 'threads')} thr)")
-r_nb = div(get(dense, "rows_per_s"), get(nobatch, "rows_per_s"))
-check("dense b1 c32: batching ÷ no batching rows/s", r_nb, "≥ 2", r_nb and r_nb >= 2,
-      f"{get(dense, 'rows_per_s') or 0:,.0f} vs {get(nobatch, 'rows_per_s') or 0:,.0f} rows/s")
-dense_bin = rep("gateway-dense-c32-binary")
-if dense_bin:
-    r_bin = div(get(dense_bin, "rows_per_s"), get(ort_best, "rows_per_s"))
-    check("dense b1 c32, binary payloads (reference): rows/s ÷ ort_max best", r_bin, "-", None,
-          f"{get(dense_bin, 'rows_per_s') or 0:,.0f} rows/s")
+# 1. Batching never lowers throughput.
+for pin in ("pinned", "unpinned"):
+    for model in ("credit-scoring", "dense"):
+        for c in CONNS:
+            on, off = rep(f"batch-{pin}@{model}@c{c}"), rep(f"nobatch-{pin}@{model}@c{c}")
+            r = div(rps(on), rps(off))
+            check(1, f"{model} b1 c{c} {pin}: batching ÷ no batching", r, "≥ 0.95", r is not None and r >= 0.95,
+                  f"{num(rps(on))} vs {num(rps(off))} req/s")
+    on, off = rep(f"batch-{pin}@dense@c32"), rep(f"nobatch-{pin}@dense@c32")
+    r = div(rps(on), rps(off))
+    check(1, f"dense b1 c32 {pin}: batch-mates found", r, "≥ 2.5", r is not None and r >= 2.5,
+          f"{num(rps(on))} vs {num(rps(off))} req/s")
+
+# 2. Low concurrency.
+gw8, fa8 = rep("gateway@dense-b8@c1"), rep("fastapi@dense-b8@c1")
+r = div(rps(gw8), rps(fa8))
+check(2, "dense b8 c1: gateway ÷ FastAPI + onnxruntime", r, "≥ 1.5", r is not None and r >= 1.5,
+      f"{num(rps(gw8))} vs {num(rps(fa8))} req/s; p50 {num(get(gw8, 'latency_us', 'p50'))} vs "
+      f"{num(get(fa8, 'latency_us', 'p50'))} µs")
+before, after = metric_sums("dense-b8-c1-before"), metric_sums("dense-b8-c1-after")
 
 
-def control(name):
-    """The same open loop against bare_hyper: the generator's and the machine's own tail."""
-    c = rep(name)
-    if c is None:
-        return ""
-    lat = get(c, "latency_us") or {}
-    return (f"; control, bare_hyper at the same rate: achieved {get(c, 'open_loop', 'achieved_rps') or 0:,.0f}, "
-            f"p50 {lat.get('p50')} / p99 {lat.get('p99')} / max {lat.get('max')} µs, "
-            f"p99 ÷ p50 {show(div(lat.get('p99'), lat.get('p50')))}")
+def mean_delta(metric):
+    s = after.get(metric + "_sum", 0) - before.get(metric + "_sum", 0)
+    n = after.get(metric + "_count", 0) - before.get(metric + "_count", 0)
+    return None if n <= 0 else s / n * 1e6
 
 
-for label, run, ctl in (("70%", open70, "bare-credit-open70"),
-                        ("50% (reference)", rep("gateway-credit-open50"), "bare-credit-open50")):
-    p50o, p99o = get(run, "latency_us", "p50"), get(run, "latency_us", "p99")
-    target, achieved = get(run, "open_loop", "target_rps"), get(run, "open_loop", "achieved_rps")
-    # Kept up: the rate was sent (≥ 99%) and the generator never held more than 10 ms of due
-    # tickets for want of a free connection; otherwise p50 and p99 are both the backlog's.
-    backlog = get(run, "open_loop", "max_backlog")
-    kept_up = (target is not None and achieved is not None and achieved >= 0.99 * target
-               and backlog is not None and backlog <= 0.01 * target)
-    r_open = div(p99o, p50o)
-    check(f"open loop {label}: p99 ÷ p50 (rate kept up)", r_open, "≤ 5",
-          r_open is not None and r_open <= 5 and kept_up,
-          f"{'kept up' if kept_up else 'did NOT keep up'}: target {target or 0:,.0f}, achieved {achieved or 0:,.0f} req/s; p50 {p50o} µs, p99 {p99o} µs, "
-          f"p99.9 {get(run, 'latency_us', 'p99_9')} µs; generator backlog {get(run, 'open_loop', 'max_backlog')}"
-          + control(ctl))
-    errs = get(run, "errors")
-    check(f"open loop {label}: errors", errs, "0", errs == 0, f"{errs} errors of {get(run, 'requests')}")
+run_us, queue_us = mean_delta("gateway_inference_duration_seconds"), mean_delta("gateway_queue_duration_seconds")
+py = get(load("ort-python-dense-b8.json"), "run_us")
+rs = get(load("ort-dense-b8.json"), "run_us")
+r = div(run_us, py)
+check(2, "dense b8: gateway's ONNX Runtime time per batch ÷ Python onnxruntime's", r, "≤ 1.05",
+      r is not None and r <= 1.05, f"{num(run_us, ' µs')} vs {num(py, ' µs')} (ort_max in Rust: {num(rs, ' µs')})")
+check(2, "dense b8 c1: mean queue wait", queue_us, "≤ 20 µs", queue_us is not None and queue_us <= 20,
+      f"{num(queue_us, ' µs')} a request")
+decode = get(load("criterion-decode-dense-b8.json"), "mean", "point_estimate")
+decode_us = None if decode is None else decode / 1000
+check(2, "decode a 2,048-float JSON tensor (criterion)", decode_us, "≤ 50 µs",
+      decode_us is not None and decode_us <= 50, f"{num(decode_us, ' µs')}")
 
-kinds = get(over, "errors_by_kind") or []
-refused = sum(k["count"] for k in kinds if k["status"] == 503)
-other = sum(k["count"] for k in kinds if k["status"] != 503)
-err_lat = get(over, "latency_errors_us") or {}
-check("3× overload (slow model, ~1 ms/request): refusals are 503, max latency (µs)", err_lat.get("max"), "< 1000 (all 503)",
-      (err_lat.get("max") is not None and err_lat["max"] < 1000 and other == 0) if refused else None,
-      f"{refused} refused (503), {other} other errors; refusal p50 {err_lat.get('p50')} / p99 "
-      f"{err_lat.get('p99')} / p99.9 {err_lat.get('p99_9')} µs; target {get(over, 'open_loop', 'target_rps') or 0:,.0f} req/s, "
-      f"achieved {get(over, 'open_loop', 'achieved_rps') or 0:,.0f}, backlog {get(over, 'open_loop', 'max_backlog')}, dropped {get(over, 'open_loop', 'dropped')}"
-      + control("bare-overload"))
-ok_lat = get(over, "latency_ok_us") or get(over, "latency_us") or {}
-unloaded = get(slow32, "latency_us", "p99")
-r_adm = div(ok_lat.get("p99"), unloaded)
-elapsed = get(over, "elapsed_s") or 1
-check("3× overload: admitted p99 ÷ unloaded p99 (closed loop, 32 connections)", r_adm, "≤ 2", r_adm is not None and r_adm <= 2,
-      f"admitted p50 {ok_lat.get('p50')} / p99 {ok_lat.get('p99')} µs vs {unloaded} µs; admitted "
-      f"{(get(over, 'ok') or 0) / elapsed:,.0f} req/s while refusing {refused / elapsed:,.0f} req/s")
-r_rec = div(get(recovery, "throughput_rps"), get(slow32, "throughput_rps"))
-check("recovery: closed loop c32 right after ÷ before", r_rec, "≈ 1 (≥ 0.8)", r_rec and r_rec >= 0.8,
-      f"{get(recovery, 'throughput_rps') or 0:,.0f} req/s, {get(recovery, 'errors')} errors")
+# 3. Credit against bare hyper.
+g32, b32, g1, b1 = rep("gateway@credit@c32"), rep("bare@credit@c32"), rep("gateway@credit@c1"), rep("bare@credit@c1")
+r = div(rps(g32), rps(b32))
+check(3, "credit b1 c32 JSON: gateway ÷ bare_hyper", r, "≥ 0.6", r is not None and r >= 0.6,
+      f"{num(rps(g32))} vs {num(rps(b32))} req/s")
+p_g, p_b = get(g1, "latency_us", "p50"), get(b1, "latency_us", "p50")
+gap = None if p_g is None or p_b is None else p_g - p_b
+check(3, "credit b1 c1: gateway p50 − bare_hyper p50", gap, "≤ 30 µs", gap is not None and gap <= 30,
+      f"{num(p_g, ' µs')} vs {num(p_b, ' µs')}")
 
+# 4. Dense against ONNX Runtime's best one-thread rows/s.
+ort = {b: load(f"ort-dense-b{b}.json") for b in (1, 8, 32)}
+best_b, best = max(((b, get(o, "rows_per_s")) for b, o in ort.items() if get(o, "rows_per_s")),
+                   key=lambda x: x[1], default=(None, None))
+for label, name, goal in (("binary", "gateway@dense-binary@c32", 0.85), ("JSON", "gateway@dense@c32", 0.7)):
+    g = get(rep(name), "rows_per_s")
+    r = div(g, best)
+    check(4, f"dense b1 c32 {label}: gateway rows/s ÷ ONNX Runtime's best (one thread)", r, f"≥ {goal}",
+          r is not None and r >= goal, f"{num(g)} vs {num(best)} rows/s (ort_max batch {best_b})")
 
-machine = arg("--machine", "unknown")
-md = [f"# Issue 4 acceptance run {os.path.basename(out)}", "",
-      f"Machine: {machine}. Gateway: release build, max_batch_size 32 (dense: 8), max_queue_delay_us "
-      f"{arg('--delay-us', '0')}, 1 instance, 1 intra-op thread. loadtest, JSON payloads.", "",
-      "| check | measured | target | met | detail |", "| --- | ---: | --- | --- | --- |"]
+# 5. Open loop and overload.
+o_g, o_b = rep("gateway@credit-open50"), rep("bare@credit-open50")
+r = div(get(o_g, "latency_us", "p99"), get(o_b, "latency_us", "p99"))
+check(5, "open loop at 50% of max: gateway p99 ÷ bare_hyper p99 (same rate)", r, "≤ 2", r is not None and r <= 2,
+      f"{num(get(o_g, 'latency_us', 'p99'), ' µs')} vs {num(get(o_b, 'latency_us', 'p99'), ' µs')} at "
+      f"{num(get(o_g, 'open_loop', 'target_rps'))} req/s (achieved {num(get(o_g, 'open_loop', 'achieved_rps'))})")
+unloaded, over = rep("overload@slow@c32"), rep("overload@slow-3x")
+admitted = get(over, "latency_ok_us", "p99") or (get(over, "latency_us", "p99") if get(over, "errors") == 0 else None)
+r = div(admitted, get(unloaded, "latency_us", "p99"))
+check(5, "3× overload: admitted p99 ÷ unloaded p99", r, "≤ 1.5", r is not None and r <= 1.5,
+      f"{num(admitted, ' µs')} vs {num(get(unloaded, 'latency_us', 'p99'), ' µs')}; "
+      f"{num(get(over, 'ok'))} admitted, {num(get(over, 'errors'))} refused")
+refused = get(over, "latency_errors_us", "p99")
+check(5, "3× overload: refusals' p99", refused, "≤ 1,000 µs", refused is not None and refused <= 1000,
+      f"{num(refused, ' µs')}")
+
+# 6. Monitoring cost.
+on, off = rep("monitor@credit@c32"), rep("monitor-off@credit@c32")
+r = div(rps(on), rps(off))
+check(6, "credit b1 c32: monitoring on ÷ off", r, "≥ 0.95", r is not None and r >= 0.95,
+      f"{num(rps(on))} vs {num(rps(off))} req/s")
+
+# 7. gRPC against HTTP JSON.
+grpc, http = rep("gateway@dense-grpc@c32"), rep("gateway@dense@c32")
+r = div(rps(grpc), rps(http))
+check(7, "dense b1 c32: gRPC raw ÷ HTTP JSON", r, "> 1", r is not None and r > 1,
+      f"{num(rps(grpc))} vs {num(rps(http))} req/s")
+
+# 8. Mosec.
+m_c, m_d = rep("mosec@credit@c32"), rep("mosec@dense@c32")
+r = div(rps(g32), rps(m_c))
+check(8, "credit b1 c32: gateway ÷ Mosec req/s", r, "≥ 4", r is not None and r >= 4,
+      f"{num(rps(g32))} vs {num(rps(m_c))} req/s")
+r = div(get(http, "rows_per_s"), get(m_d, "rows_per_s"))
+check(8, "dense b1 c32: gateway ÷ Mosec rows/s", r, "≥ 2", r is not None and r >= 2,
+      f"{num(get(http, 'rows_per_s'))} vs {num(get(m_d, 'rows_per_s'))} rows/s")
+
+word = {True: "PASS", False: "FAIL", None: "MISSING"}
+machine, pinning = arg("--machine", "?"), arg("--pinning", "?")
+lines = [f"Machine: {machine}. Pinning: {pinning}. Every ratio within this one run.", "",
+         "| # | check | measured | target | result | figures |", "| --- | --- | --- | --- | --- | --- |"]
 for c in checks:
-    met = "n/a" if c["met"] is None else ("yes" if c["met"] else "**no**")
-    md.append(f"| {c['check']} | {show(c['value'])} | {c['target']} | {met} | {c['detail']} |")
-text = "\n".join(md)
-print(text)
+    v = c["value"]
+    shown = "-" if v is None else (f"{v:.2f}" if abs(v) < 100 else f"{v:,.0f}")
+    print(f"{word[c['met']]:7} {c['target']}. {c['check']}: {shown} (target {c['goal']}; {c['detail']})")
+    lines.append(f"| {c['target']} | {c['check']} | {shown} | {c['goal']} | {word[c['met']]} | {c['detail']} |")
+passed = sum(1 for c in checks if c["met"])
+print(f"{passed} of {len(checks)} checks passed")
 with open(os.path.join(out, "acceptance.md"), "w") as f:
-    f.write(text + "\n")
+    f.write("\n".join(lines) + f"\n\n{passed} of {len(checks)} checks passed.\n")
 with open(os.path.join(out, "acceptance.json"), "w") as f:
-    json.dump({"machine": machine, "checks": checks}, f, indent=1)
+    json.dump({"machine": machine, "pinning": pinning, "checks": checks}, f, indent=1)

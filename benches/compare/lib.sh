@@ -14,6 +14,10 @@ ADMIN_PORT=$((PORT + 1))
 MAX_SERVER_S=${MAX_SERVER_S:-1800}   # no server outlives this, whatever happens to the script
 SERVER_PID=""
 SERVER_NAME=""
+# CPU pinning (acceptance.sh sets them; empty = unpinned): the server under test, its controls
+# and in-process runtimes run under SERVER_PIN, the load generator under LOAD_PIN.
+SERVER_PIN=${SERVER_PIN:-}
+LOAD_PIN=${LOAD_PIN:-}
 
 # results_dir PREFIX: makes benches/results/PREFIX<time>/{raw,logs} (as OUT, RAW, LOGS) and
 # stops the server under test when the script exits or is interrupted.
@@ -64,7 +68,8 @@ start_server_once() {
         fi
     done
     SERVER_NAME=$name
-    (cd "$REPO" && exec setsid timeout -k 5 "$MAX_SERVER_S" "$@") >"$LOGS/$name.log" 2>&1 &
+    # shellcheck disable=SC2086
+    (cd "$REPO" && exec setsid $SERVER_PIN timeout -k 5 "$MAX_SERVER_S" "$@") >"$LOGS/$name.log" 2>&1 &
     SERVER_PID=$!
     local i
     for i in $(seq 1 900); do
@@ -109,7 +114,8 @@ stop_server() {
 lt() {
     local out=$1 model=$2 payload=$3 conns=$4
     shift 4
-    timeout -k 5 $((DURATION + WARMUP + 60)) "$BIN/loadtest" --url "http://127.0.0.1:$PORT" -m "$model" \
+    # shellcheck disable=SC2086
+    $LOAD_PIN timeout -k 5 $((DURATION + WARMUP + 60)) "$BIN/loadtest" --url "${LT_URL:-http://127.0.0.1:$PORT}" -m "$model" \
         --payload "$payload" -c "$conns" -d "${DURATION}s" --warmup "${WARMUP}s" --timeout 10s --json "$@" \
         >"$out" 2>>"$LOGS/loadtest.log" || log "loadtest failed: $out"
 }
@@ -149,7 +155,8 @@ ort_best() {
     local model=$1 batch=$2 best="" best_rows=0 cfg out rows
     for cfg in "1 1" "1 2" "2 1"; do
         set -- $cfg
-        out=$(timeout 120 "$BIN/ort_max" --model "$REPO/models/$model/1/model.onnx" --batch "$batch" \
+        # shellcheck disable=SC2086
+        out=$($SERVER_PIN timeout 120 "$BIN/ort_max" --model "$REPO/models/$model/1/model.onnx" --batch "$batch" \
             --instances "$1" --threads "$2" --duration "$ORT_SECONDS" --warmup 1 --json 2>>"$LOGS/ort_max.log") || continue
         echo "$out" >>"$RAW/ort-all.jsonl"
         rows=$(python3 -c "import json,sys; print(int(json.loads(sys.argv[1])['rows_per_s']))" "$out")

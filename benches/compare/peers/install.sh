@@ -16,6 +16,7 @@ packages() {
         # uvloop 0.22/0.23 kill MLServer's inference worker at start (MLServer#2286).
         mlserver) echo "mlserver==1.7.1 uvloop==0.21.0 $ORT" ;;
         pytriton) echo "nvidia-pytriton==0.7.0 $ORT" ;;
+        mosec) echo "mosec==0.9.8 $ORT numpy<2.3" ;;
         *) return 1 ;;
     esac
 }
@@ -45,7 +46,7 @@ install_one() {
 }
 
 status=0
-for peer in "${@:-fastapi kserve mlserver pytriton}"; do
+for peer in "${@:-fastapi kserve mlserver pytriton mosec}"; do
     for p in $peer; do install_one "$p" || status=1; done
 done
 exit $status
