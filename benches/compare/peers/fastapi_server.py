@@ -7,7 +7,7 @@ import sys
 import uvicorn
 from fastapi import FastAPI, Request, Response
 
-from common import load_all, run_v2
+from common import RUN_STATS, load_all, run_v2
 
 repository, port = sys.argv[1], int(sys.argv[2])
 sessions = load_all(repository)
@@ -17,6 +17,11 @@ app = FastAPI()
 @app.get("/v2/health/ready")
 async def ready():
     return {"ready": True}
+
+
+@app.get("/stats")
+async def stats():
+    return RUN_STATS
 
 
 @app.get("/v2/models/{model}/ready")
