@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
+use super::numbers::numbers;
 use super::validate::{self, CheckedInput, InputSlots};
 use super::{ApiError, binary};
 use crate::tensor::{DataType, ModelSignature, Tensor, TensorData};
@@ -387,62 +388,6 @@ impl<T: JsonElement> Flatten<'_, T> {
     }
 }
 
-/// Numbers only, at any nesting, parsed straight from the text: the common case for float and
-/// integer tensors, several times faster than serde's visitor per element. `raw` was already
-/// checked to be well-formed JSON, so brackets, commas and whitespace only separate numbers.
-/// `None` as soon as anything else appears (a string such as "NaN", a boolean, a fraction for an
-/// integer type, a number beyond the type's range) or more than `count` numbers: the general
-/// path then decides, with its errors, so both paths give every input the same answer.
-fn numbers<T: Plain>(raw: &RawValue, count: usize) -> Option<Vec<T>> {
-    // Deeper than serde_json's own limit: let the general path refuse it the same way.
-    let (mut depth, mut deepest) = (0usize, 0usize);
-    for b in raw.get().bytes() {
-        match b {
-            b'[' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            b']' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    if deepest > 127 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(count);
-    let separators = |c: char| matches!(c, '[' | ']' | ',' | ' ' | '\n' | '\r' | '\t');
-    for token in raw.get().split(separators).filter(|t| !t.is_empty()) {
-        if out.len() == count {
-            return None;
-        }
-        out.push(token.parse::<T>().ok().filter(Plain::is_finite)?);
-    }
-    Some(out)
-}
-
-/// The element types the fast path parses; a literal that overflows a float parses to infinity,
-/// which the general path refuses or converts its own way.
-trait Plain: std::str::FromStr {
-    fn is_finite(&self) -> bool {
-        true
-    }
-}
-
-impl Plain for i32 {}
-impl Plain for i64 {}
-
-impl Plain for f32 {
-    fn is_finite(&self) -> bool {
-        f32::is_finite(*self)
-    }
-}
-
-impl Plain for f64 {
-    fn is_finite(&self) -> bool {
-        f64::is_finite(*self)
-    }
-}
-
 fn flatten<T: JsonElement>(
     name: &str,
     datatype: DataType,
@@ -471,20 +416,20 @@ fn decode_json_data(
         DataType::U64 => TensorData::U64(flatten(name, datatype, count, raw)?),
         DataType::I8 => TensorData::I8(flatten(name, datatype, count, raw)?),
         DataType::I16 => TensorData::I16(flatten(name, datatype, count, raw)?),
-        DataType::I32 => {
-            TensorData::I32(numbers(raw, count).map_or_else(|| flatten(name, datatype, count, raw), Ok)?)
-        }
-        DataType::I64 => {
-            TensorData::I64(numbers(raw, count).map_or_else(|| flatten(name, datatype, count, raw), Ok)?)
-        }
+        DataType::I32 => TensorData::I32(
+            numbers(raw.get(), count).map_or_else(|| flatten(name, datatype, count, raw), Ok)?,
+        ),
+        DataType::I64 => TensorData::I64(
+            numbers(raw.get(), count).map_or_else(|| flatten(name, datatype, count, raw), Ok)?,
+        ),
         DataType::F16 => TensorData::F16(flatten(name, datatype, count, raw)?),
         DataType::Bf16 => TensorData::Bf16(flatten(name, datatype, count, raw)?),
-        DataType::F32 => {
-            TensorData::F32(numbers(raw, count).map_or_else(|| flatten(name, datatype, count, raw), Ok)?)
-        }
-        DataType::F64 => {
-            TensorData::F64(numbers(raw, count).map_or_else(|| flatten(name, datatype, count, raw), Ok)?)
-        }
+        DataType::F32 => TensorData::F32(
+            numbers(raw.get(), count).map_or_else(|| flatten(name, datatype, count, raw), Ok)?,
+        ),
+        DataType::F64 => TensorData::F64(
+            numbers(raw.get(), count).map_or_else(|| flatten(name, datatype, count, raw), Ok)?,
+        ),
         DataType::Bytes => TensorData::Bytes(flatten(name, datatype, count, raw)?),
     })
 }
@@ -664,17 +609,17 @@ mod tests {
         let cases = ["[1, 2.5, -3e2, 0.1]", "[[1,2],[ 3 ,\n4]]", "[1.5e-40, 3.4028235e38, -0.0, 7]"];
         for text in cases {
             let raw = RawValue::from_string(text.to_string()).unwrap();
-            let fast: Vec<f32> = numbers(&raw, 4).unwrap();
+            let fast: Vec<f32> = numbers(raw.get(), 4).unwrap();
             let slow: Vec<f32> = flatten("x", DataType::F32, 4, &raw).unwrap();
             assert_eq!(fast, slow, "{text}");
         }
         // Anything but plain numbers goes the general way.
         for text in [r#"["NaN", 1]"#, "[true, 1]", "[1, 2, 3, 4, 5]"] {
             let raw = RawValue::from_string(text.to_string()).unwrap();
-            assert!(numbers::<f32>(&raw, 4).is_none(), "{text}");
+            assert!(numbers::<f32>(raw.get(), 4).is_none(), "{text}");
         }
         let raw = RawValue::from_string("[1.5]".to_string()).unwrap();
-        assert!(numbers::<i64>(&raw, 1).is_none());
+        assert!(numbers::<i64>(raw.get(), 1).is_none());
     }
 
     #[test]

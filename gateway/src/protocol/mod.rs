@@ -11,6 +11,7 @@ pub mod binary;
 mod decode;
 mod encode;
 pub mod metadata;
+mod numbers;
 pub mod validate;
 
 use http::StatusCode;
