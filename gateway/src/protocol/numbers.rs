@@ -163,7 +163,7 @@ mod tests {
                 format!("{}.{frac}", if int.is_empty() { "0" } else { int })
             };
             let text = if text.is_empty() { "0".to_string() } else { text };
-            out.push(if next() % 2 == 0 { format!("-{text}") } else { text });
+            out.push(if next().is_multiple_of(2) { format!("-{text}") } else { text });
         }
         out
     }
