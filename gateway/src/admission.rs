@@ -3,47 +3,31 @@
 //! `gateway_in_flight_requests` gauge, so it counts both front ends.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::capped::{Capped, Held};
 use crate::protocol::ApiError;
 use crate::telemetry::{self, Outcome};
 
-pub struct Admission {
-    current: AtomicUsize,
-    max: usize,
-    gauge: metrics::Gauge,
-}
+pub struct Admission(Arc<Capped>);
 
 /// Held while a request is in progress; dropping it frees the slot.
-pub struct Admitted(Arc<Admission>);
+pub struct Admitted {
+    _held: Held,
+}
 
 impl Admission {
     pub fn new(max: usize) -> Arc<Admission> {
-        Arc::new(Admission { current: AtomicUsize::new(0), max, gauge: telemetry::in_flight() })
+        Arc::new(Admission(Capped::new(max, telemetry::in_flight())))
     }
 
     /// A slot, or `Overloaded` (counted as rejected) when all `max` are taken.
-    pub fn admit(self: &Arc<Self>) -> Result<Admitted, ApiError> {
-        let taken = self
-            .current
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1));
-        if taken.is_err() {
+    pub fn admit(&self) -> Result<Admitted, ApiError> {
+        self.0.take().map(|held| Admitted { _held: held }).ok_or_else(|| {
             telemetry::count_unrouted(None, Outcome::Rejected);
-            return Err(ApiError::Overloaded(format!(
+            ApiError::Overloaded(format!(
                 "the gateway is at its limit of {} requests in progress; retry shortly",
-                self.max
-            )));
-        }
-        // Moved by one, never set: two requests admitted and finished at once cannot leave
-        // the gauge at the value of whichever wrote last.
-        self.gauge.increment(1.0);
-        Ok(Admitted(self.clone()))
-    }
-}
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        self.0.current.fetch_sub(1, Ordering::AcqRel);
-        self.0.gauge.decrement(1.0);
+                self.0.max()
+            ))
+        })
     }
 }

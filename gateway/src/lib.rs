@@ -11,6 +11,7 @@ pub mod admin;
 pub mod admission;
 mod app;
 pub mod batching;
+mod capped;
 pub mod config;
 pub mod deadline;
 pub mod grpc;

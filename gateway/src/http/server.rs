@@ -34,6 +34,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 
+use crate::capped::{Capped, Held};
 use crate::tasks::Tracker;
 use crate::telemetry;
 
@@ -46,43 +47,24 @@ pub struct ConnectionLimits {
 
 /// Open connections of the listeners that share it, capped.
 pub struct ConnectionSlots {
-    open: AtomicUsize,
-    max: usize,
+    open: Arc<Capped>,
     refused: metrics::Counter,
-    gauge: metrics::Gauge,
 }
-
-/// One open connection's place; dropping it frees the place.
-struct Slot(Arc<ConnectionSlots>);
 
 impl ConnectionSlots {
     /// `listener` labels the metrics (`data` for HTTP and gRPC, `admin`).
     pub fn new(listener: &'static str, max: usize) -> Arc<ConnectionSlots> {
         let (refused, gauge) = telemetry::connection_metrics(listener);
-        Arc::new(ConnectionSlots { open: AtomicUsize::new(0), max, refused, gauge })
+        Arc::new(ConnectionSlots { open: Capped::new(max, gauge), refused })
     }
 
-    fn take(self: &Arc<Self>) -> Option<Slot> {
-        let taken =
-            self.open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1));
-        match taken {
-            Ok(_) => {
-                // Moved by one, never set (see `Admission::admit`).
-                self.gauge.increment(1.0);
-                Some(Slot(self.clone()))
-            }
-            Err(_) => {
-                self.refused.increment(1);
-                None
-            }
+    /// One open connection's place (freed when dropped), or `None`, counted, when all are taken.
+    fn take(&self) -> Option<Held> {
+        let slot = self.open.take();
+        if slot.is_none() {
+            self.refused.increment(1);
         }
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::AcqRel);
-        self.0.gauge.decrement(1.0);
+        slot
     }
 }
 
