@@ -76,35 +76,29 @@ const POW10_F64: [f64; 23] = [
     1e19, 1e20, 1e21, 1e22,
 ];
 
-// A literal that overflows parses to infinity, which the general path refuses or converts its
-// own way: not finite is not taken here.
-impl Plain for f32 {
-    fn parse_token(token: &str) -> Option<f32> {
-        let fast = short_decimal(token.as_bytes()).and_then(|(negative, digits, scale)| {
-            let power = POW10_F32.get(scale as usize)?;
-            // Below 2^24 the integer is exact in f32.
-            (digits <= 1 << 24).then(|| {
-                let v = digits as f32 / power;
-                if negative { -v } else { v }
-            })
-        });
-        fast.or_else(|| token.parse::<f32>().ok()).filter(|v| v.is_finite())
-    }
+/// The float types: Clinger's fast path when the digits and the power of ten are both exact in
+/// the type (below 2^24 and up to 10^10 for `f32`, below 2^53 and up to 10^22 for `f64`), else
+/// `str::parse`. A literal that overflows parses to infinity, which the general path refuses or
+/// converts its own way: not finite is not taken here.
+macro_rules! plain_float {
+    ($float:ty, $powers:expr, $exact_bits:expr) => {
+        impl Plain for $float {
+            fn parse_token(token: &str) -> Option<$float> {
+                let fast = short_decimal(token.as_bytes()).and_then(|(negative, digits, scale)| {
+                    let power = $powers.get(scale as usize)?;
+                    (digits <= 1 << $exact_bits).then(|| {
+                        let v = digits as $float / power;
+                        if negative { -v } else { v }
+                    })
+                });
+                fast.or_else(|| token.parse::<$float>().ok()).filter(|v| v.is_finite())
+            }
+        }
+    };
 }
 
-impl Plain for f64 {
-    fn parse_token(token: &str) -> Option<f64> {
-        let fast = short_decimal(token.as_bytes()).and_then(|(negative, digits, scale)| {
-            let power = POW10_F64.get(scale as usize)?;
-            // Below 2^53 the integer is exact in f64.
-            (digits <= 1 << 53).then(|| {
-                let v = digits as f64 / power;
-                if negative { -v } else { v }
-            })
-        });
-        fast.or_else(|| token.parse::<f64>().ok()).filter(|v| v.is_finite())
-    }
-}
+plain_float!(f32, POW10_F32, 24);
+plain_float!(f64, POW10_F64, 53);
 
 /// `-?d+(.d+)?` with at most 19 digits in all: (negative, the digits as one integer, how many
 /// of them follow the point). `None` for anything else (an exponent, more digits).
