@@ -272,13 +272,18 @@ impl VersionMetrics {
         [("model", self.model.clone()), ("version", self.version.clone())]
     }
 
+    /// The version's labels followed by `extra`.
+    fn labels_and<const N: usize>(&self, extra: [(&'static str, String); N]) -> Vec<(&'static str, String)> {
+        let mut l = self.labels().to_vec();
+        l.extend(extra);
+        l
+    }
+
     /// Counts a mirrored copy run on this version (`gateway_shadow_requests_total`).
     pub fn count_shadow(&self, outcome: ShadowOutcome) {
         let counters = self.shadow.get_or_init(|| {
             ShadowOutcome::ALL.map(|o| {
-                let mut l = self.labels().to_vec();
-                l.push(("outcome", o.as_str().to_string()));
-                metrics::counter!(SHADOW_REQUESTS, &l)
+                metrics::counter!(SHADOW_REQUESTS, &self.labels_and([("outcome", o.as_str().to_string())]))
             })
         });
         counters[outcome as usize].increment(1);
@@ -290,17 +295,15 @@ impl VersionMetrics {
     /// counted on a slower path that builds its labels.
     pub fn record_comparison(&self, output: &str, answer: Role, matched: bool, abs_diffs: &[f64]) {
         let Some(series) = self.comparisons.iter().find(|c| c.name == output) else {
-            let mut l = self.labels().to_vec();
-            l.extend([("output", output.to_string()), ("answer", answer.as_str().to_string())]);
-            l.push(("result", if matched { "match" } else { "mismatch" }.to_string()));
+            let l = self.labels_and([
+                ("output", output.to_string()),
+                ("answer", answer.as_str().to_string()),
+                ("result", if matched { "match" } else { "mismatch" }.to_string()),
+            ]);
             metrics::counter!(SHADOW_COMPARISONS, &l).increment(1);
             return;
         };
-        let labels = || {
-            let mut l = self.labels().to_vec();
-            l.push(("output", series.name.clone()));
-            l
-        };
+        let labels = || self.labels_and([("output", series.name.clone())]);
         let verdicts = series.by_answer[answer.index()].get_or_init(|| {
             ["match", "mismatch"].map(|result| {
                 let mut l = labels();
@@ -321,9 +324,7 @@ impl VersionMetrics {
     pub fn count_rollout_comparison(&self, result: RolloutComparison) {
         let counters = self.rollout.get_or_init(|| {
             RolloutComparison::ALL.map(|r| {
-                let mut l = self.labels().to_vec();
-                l.push(("result", r.as_str().to_string()));
-                metrics::counter!(ROLLOUT_COMPARISONS, &l)
+                metrics::counter!(ROLLOUT_COMPARISONS, &self.labels_and([("result", r.as_str().to_string())]))
             })
         });
         counters[result as usize].increment(1);
