@@ -179,7 +179,8 @@ pub fn serve(
 ) {
     let QueueReceiver { rx, coming } = receiver;
     let mut held: VecDeque<Job> = VecDeque::new();
-    let mut pace = Pace::new(policy.max_queue_delay);
+    // Before any run, a batch may wait the whole `max_queue_delay`.
+    let mut typical_run: Option<Duration> = None;
     loop {
         let first = match held.pop_front() {
             Some(job) => job,
@@ -189,39 +190,21 @@ pub fn serve(
             },
         };
         let batch = if batchable && policy.max_batch_size > 1 && first.rows.is_some() {
-            let wait = policy.max_queue_delay.min(pace.typical_run());
+            let wait = typical_run.map_or(policy.max_queue_delay, |t| t.min(policy.max_queue_delay));
             gather(first, &rx, &mut held, &policy, wait, &coming)
         } else {
             vec![first]
         };
         let started = Instant::now();
         run_batch(batch, runner, metrics);
-        pace.observe(started.elapsed());
+        typical_run = Some(moving_average(typical_run, started.elapsed()));
     }
 }
 
-/// How long this worker's runs take lately: an exponential moving average (weight 1/8 on the
-/// newest), after a first run that replaces whatever it started from.
-#[derive(Debug)]
-struct Pace {
-    typical: Duration,
-    runs: u64,
-}
-
-impl Pace {
-    /// Before any run, a batch may wait the whole `max_queue_delay`.
-    fn new(max_queue_delay: Duration) -> Pace {
-        Pace { typical: max_queue_delay, runs: 0 }
-    }
-
-    fn observe(&mut self, run: Duration) {
-        self.typical = if self.runs == 0 { run } else { (self.typical * 7 + run) / 8 };
-        self.runs += 1;
-    }
-
-    fn typical_run(&self) -> Duration {
-        self.typical
-    }
+/// How long this worker's runs take lately: an exponential moving average, weight 1/8 on the
+/// newest run; the first run stands alone.
+fn moving_average(previous: Option<Duration>, run: Duration) -> Duration {
+    previous.map_or(run, |p| (p * 7 + run) / 8)
 }
 
 /// Adds compatible requests to `first` until the batch is full or `wait` is over. Requests
