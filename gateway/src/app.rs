@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
@@ -12,10 +13,11 @@ use tokio::task::JoinHandle;
 use crate::admin::{AdminPlane, admin_service};
 use crate::admission::Admission;
 use crate::config::GatewayConfig;
+use crate::fleet::Fleet;
 use crate::grpc::{self, GrpcPlane};
 use crate::http::{self, ConnectionSlots, DataPlane};
 use crate::inference::Inference;
-use crate::monitor::{Monitor, run_rollouts};
+use crate::monitor::{Monitor, run_fleet, run_rollouts};
 use crate::onnx::{self, OnnxError};
 use crate::registry::{self, OnFailure, Registry};
 use crate::reload::{ConfigSource, Reloader, watch_file};
@@ -28,6 +30,8 @@ pub enum StartError {
     Runtime(#[from] OnnxError),
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("fleet: {0}")]
+    Fleet(#[from] crate::fleet::FleetError),
     #[error("start-up was interrupted: {0}")]
     Interrupted(String),
 }
@@ -75,8 +79,17 @@ impl Gateway {
         let registry = Arc::new(Registry::new(first));
         let reloader = Arc::new(Reloader::new(registry.clone(), source.clone()));
         let monitor = Arc::new(Monitor::default());
+        let fleet = config.fleet.as_ref().map(Fleet::new).transpose()?;
+        if let Some(fleet) = &fleet {
+            monitor.set_fleet(fleet.clone());
+        }
         // Rollouts are in effect (and visible) before the first request.
         monitor.sync_rollouts(&registry);
+        if let Some(fleet) = &fleet {
+            // A fleet's rollout already under way is resumed before serving (bounded: without
+            // Redis the replica starts with the config's routing and catches up later).
+            let _ = tokio::time::timeout(Duration::from_secs(2), monitor.share_once(&registry, fleet)).await;
+        }
         let inference = Arc::new(Inference { shadows: Shadows::default(), monitor: monitor.clone() });
 
         let server = &config.server;
@@ -116,6 +129,15 @@ impl Gateway {
             tokio::spawn(http::serve(admin, admin_service(admin_plane), limits, admin_slots, signal.clone())),
             tokio::spawn(run_rollouts(monitor.clone(), registry.clone(), signal.clone())),
         ];
+        if let Some(fleet) = &fleet {
+            tasks.extend(fleet.spawn(signal.clone()));
+            tasks.push(tokio::spawn(run_fleet(
+                monitor.clone(),
+                registry.clone(),
+                fleet.clone(),
+                signal.clone(),
+            )));
+        }
         if let Some((listener, _)) = grpc {
             let grpc_plane = Arc::new(GrpcPlane {
                 registry: registry.clone(),

@@ -5,7 +5,7 @@
 //! (queue/batch) → `onnx` (ONNX Runtime) → `protocol` (encode), wired by `http` and `grpc`
 //! (one shared flow in `inference`, one shared in-flight limit in `admission`) over the
 //! `registry` snapshot. Off to the side: `telemetry` (metrics), `admin` (control plane),
-//! `config` (validated settings).
+//! `config` (validated settings), `fleet` (state shared with other replicas, in Redis).
 
 pub mod admin;
 pub mod admission;
@@ -14,6 +14,7 @@ pub mod batching;
 mod capped;
 pub mod config;
 pub mod deadline;
+pub mod fleet;
 pub mod grpc;
 pub mod http;
 pub mod inference;

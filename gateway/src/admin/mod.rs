@@ -80,15 +80,30 @@ async fn rollout_action(plane: &AdminPlane, path: &str) -> HttpResponse {
     let Some((model, action)) = rest.split_once('/') else {
         return error(&ApiError::NoRoute { method: "POST".into(), path: path.to_string() });
     };
-    let _control = plane.registry.control.lock().await;
-    let result = match action {
-        "promote" => plane.monitor.promote(&plane.registry, model),
-        "abort" => plane.monitor.abort(&plane.registry, model),
-        _ => Err(ApiError::NoRoute { method: "POST".into(), path: path.to_string() }),
+    let shared = plane.monitor.in_fleet() && matches!(action, "promote" | "abort");
+    let result = if shared {
+        // The fleet's rollout: published for every replica (takes the control lock to apply).
+        plane.monitor.operate_shared(&plane.registry, model, action == "promote").await
+    } else {
+        let _control = plane.registry.control.lock().await;
+        local_rollout_action(plane, model, action, path)
     };
     match result {
         Ok(state) => response::json(StatusCode::OK, &state),
         Err(e) => error(&e),
+    }
+}
+
+fn local_rollout_action(
+    plane: &AdminPlane,
+    model: &str,
+    action: &str,
+    path: &str,
+) -> Result<serde_json::Value, ApiError> {
+    match action {
+        "promote" => plane.monitor.promote(&plane.registry, model),
+        "abort" => plane.monitor.abort(&plane.registry, model),
+        _ => Err(ApiError::NoRoute { method: "POST".into(), path: path.to_string() }),
     }
 }
 

@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use raw::{
-    RawAdmin, RawBatching, RawConfig, RawModel, RawMonitor, RawRollout, RawRouting, RawRuntime, RawServer,
-    RawWeighted,
+    RawAdmin, RawBatching, RawConfig, RawFleet, RawModel, RawMonitor, RawRollout, RawRouting, RawRuntime,
+    RawServer, RawWeighted,
 };
 pub use repository::{model_file, scan_repository, valid_model_name, versions_on_disk};
 
@@ -79,6 +79,19 @@ pub struct GatewayConfig {
     pub admin: AdminConfig,
     pub runtime: RuntimeConfig,
     pub models: BTreeMap<String, ModelConfig>,
+    /// Replicas sharing labels and rollouts through Redis; `None`: one replica, as before.
+    pub fleet: Option<FleetConfig>,
+}
+
+/// `[fleet]`: where the replicas of one fleet keep what they share.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetConfig {
+    /// `redis://host:port/db`, `rediss://...` or `redis+unix:///path`.
+    pub redis_url: String,
+    /// Key prefix: replicas with the same name (and Redis) form one fleet.
+    pub name: String,
+    /// How long the judging replica's lease lasts without renewal.
+    pub lease_ttl: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

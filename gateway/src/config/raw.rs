@@ -17,6 +17,14 @@ pub struct RawConfig {
     pub runtime: RawRuntime,
     #[serde(default)]
     pub models: BTreeMap<String, RawModel>,
+    pub fleet: Option<RawFleet>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct RawFleet {
+    pub redis_url: Option<String>,
+    pub name: Option<String>,
+    pub lease_ttl_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

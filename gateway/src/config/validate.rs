@@ -54,8 +54,9 @@ pub(super) fn validate(raw: &RawConfig) -> Result<GatewayConfig, ConfigError> {
             models.insert(name.clone(), m);
         }
     }
+    let fleet = raw.fleet.as_ref().map(|f| self::fleet(&mut c, f));
     if c.problems.is_empty() {
-        Ok(GatewayConfig { server, admin, runtime, models })
+        Ok(GatewayConfig { server, admin, runtime, models, fleet })
     } else {
         Err(ConfigError { problems: c.problems })
     }
@@ -122,6 +123,31 @@ fn admin(c: &mut Checker, a: &RawAdmin, server: &ServerConfig) -> AdminConfig {
         );
     }
     AdminConfig { token_env: a.token_env.clone(), token }
+}
+
+fn fleet(c: &mut Checker, f: &RawFleet) -> FleetConfig {
+    let redis_url = f.redis_url.clone().unwrap_or_default();
+    let schemes = ["redis://", "redis+unix://", "unix://"];
+    if !schemes.iter().any(|s| redis_url.starts_with(s)) || redis_url.len() <= "redis://".len() {
+        c.problem(
+            "fleet.redis_url",
+            format!("must be a Redis URL (redis://host:port/db or redis+unix:///path; TLS is not built in), got {redis_url:?}"),
+        );
+    }
+    let name = f.name.clone().unwrap_or_default();
+    if name.is_empty()
+        || name.len() > 64
+        || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+    {
+        c.problem(
+            "fleet.name",
+            format!(
+                "must be 1-64 characters of A-Z a-z 0-9 - _ . (it prefixes the Redis keys), got {name:?}"
+            ),
+        );
+    }
+    let lease = c.range("fleet.lease_ttl_ms", f.lease_ttl_ms, 5_000, 500, 600_000);
+    FleetConfig { redis_url, name, lease_ttl: Duration::from_millis(lease) }
 }
 
 fn runtime(c: &mut Checker, r: &RawRuntime) -> RuntimeConfig {

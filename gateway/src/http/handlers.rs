@@ -90,7 +90,7 @@ async fn feedback(
     let body = read_body(body, headers, 64 * 1024).await?;
     let label: Label = serde_json::from_slice(&body)
         .map_err(|e| ApiError::Malformed(format!("feedback must be {{\"id\": ..., \"label\": ...}}: {e}")))?;
-    let reply = plane.inference.monitor.feedback(snapshot, &label.id, &label.label)?;
+    let reply = plane.inference.monitor.feedback(snapshot, &label.id, &label.label).await?;
     Ok(response::json(StatusCode::OK, &reply))
 }
 

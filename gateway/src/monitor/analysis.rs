@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::RolloutConfig;
 
@@ -34,6 +34,18 @@ impl Default for Latencies {
 }
 
 impl Latencies {
+    /// The non-empty buckets: (index, count).
+    pub fn buckets(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        self.counts.iter().copied().enumerate().filter(|(_, c)| *c > 0)
+    }
+
+    /// Adds `n` to bucket `i` (ignored beyond the last).
+    pub fn add(&mut self, i: usize, n: u64) {
+        if let Some(c) = self.counts.get_mut(i) {
+            *c += n;
+        }
+    }
+
     pub fn record(&mut self, d: Duration) {
         let us = d.as_secs_f64() * 1e6;
         let i = if us < 1.0 { 0 } else { (us.ln() / GROWTH.ln()).floor() as usize };
@@ -72,7 +84,66 @@ pub struct WindowStats {
     pub tn: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+impl WindowStats {
+    pub fn is_empty(&self) -> bool {
+        self.requests == 0 && self.compared == 0 && self.fp == 0 && self.tn == 0
+    }
+
+    /// Adds another window's counts to this one.
+    pub fn merge(&mut self, other: &WindowStats) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.compared += other.compared;
+        self.disagreed += other.disagreed;
+        self.fp += other.fp;
+        self.tn += other.tn;
+        for (i, n) in other.latencies.buckets() {
+            self.latencies.add(i, n);
+        }
+    }
+
+    /// The counts as named counters (latency bucket i as `l{i}`), empty ones left out.
+    pub fn to_counts(&self) -> Vec<(String, i64)> {
+        let mut counts: Vec<(String, i64)> = [
+            ("requests", self.requests),
+            ("errors", self.errors),
+            ("compared", self.compared),
+            ("disagreed", self.disagreed),
+            ("fp", self.fp),
+            ("tn", self.tn),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(name, n)| (name.to_string(), n as i64))
+        .collect();
+        counts.extend(self.latencies.buckets().map(|(i, n)| (format!("l{i}"), n as i64)));
+        counts
+    }
+
+    /// The inverse of `to_counts` (unknown names and negative counts ignored).
+    pub fn from_counts<'a>(counts: impl IntoIterator<Item = (&'a String, &'a i64)>) -> WindowStats {
+        let mut w = WindowStats::default();
+        for (name, &n) in counts {
+            let Ok(n) = u64::try_from(n) else { continue };
+            match name.as_str() {
+                "requests" => w.requests = n,
+                "errors" => w.errors = n,
+                "compared" => w.compared = n,
+                "disagreed" => w.disagreed = n,
+                "fp" => w.fp = n,
+                "tn" => w.tn = n,
+                other => {
+                    if let Some(i) = other.strip_prefix('l').and_then(|i| i.parse().ok()) {
+                        w.latencies.add(i, n);
+                    }
+                }
+            }
+        }
+        w
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Pass,
@@ -81,7 +152,7 @@ pub enum Verdict {
 }
 
 /// A verdict and the numbers behind it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Analysis {
     pub verdict: Verdict,
     pub requests: u64,
@@ -219,6 +290,23 @@ mod tests {
         // ...but a failing gate still fails.
         let w = WindowStats { fp: 5, tn: 10, errors: 50, ..healthy() };
         assert_eq!(judge(&w, &cfg()).verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn a_window_survives_the_trip_through_shared_counters() {
+        let w = WindowStats { errors: 7, ..healthy() };
+        let counts: std::collections::HashMap<String, i64> = w.to_counts().into_iter().collect();
+        let back = WindowStats::from_counts(&counts);
+        let (a, b) = (judge(&w, &cfg()), judge(&back, &cfg()));
+        assert_eq!(
+            (back.requests, back.errors, back.compared, back.disagreed, back.fp, back.tn),
+            (200, 7, 150, 3, 2, 40)
+        );
+        assert_eq!(a.p99_latency_ms, b.p99_latency_ms);
+        let mut twice = back.clone();
+        twice.merge(&back);
+        assert_eq!(twice.requests, 400);
+        assert_eq!(twice.latencies.p99_ms(), w.latencies.p99_ms());
     }
 
     #[test]

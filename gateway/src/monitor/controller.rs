@@ -11,13 +11,15 @@
 //! Every change goes through the registry's one snapshot flip (`Registry::reroute`, with the
 //! registry's control lock held), so no request is lost. A reload that leaves the candidate and
 //! the rollout table unchanged keeps the rollout where it is; one that changes either starts a new
-//! rollout at `steps[0]`. Rollout state lives in memory: after a restart, a rollout starts over
-//! from `steps[0]` (to keep a promotion, make it the config: `primary = <candidate>`).
+//! rollout at `steps[0]`. Without `[fleet]`, rollout state lives in memory: after a restart, a
+//! rollout starts over from `steps[0]` (to keep a promotion, make it the config: `primary =
+//! <candidate>`). With `[fleet]`, the state is the fleet's (see `shared`): the judging replica
+//! decides, publishes in Redis, and every replica applies what is published.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -27,7 +29,7 @@ use crate::protocol::ApiError;
 use crate::registry::{Registry, RouteOverride, rollout_key};
 use crate::telemetry;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RolloutState {
     Progressing,
@@ -38,20 +40,25 @@ pub enum RolloutState {
 }
 
 pub(super) struct Rollout {
-    key: String,
+    pub(super) key: String,
+    /// `key` hashed: names the rollout in the fleet's shared state.
+    pub(super) id: String,
     primary: u64,
-    candidate: u64,
-    config: RolloutConfig,
-    step: usize,
-    state: RolloutState,
-    weight: f64,
-    started: SystemTime,
+    pub(super) candidate: u64,
+    pub(super) config: RolloutConfig,
+    pub(super) step: usize,
+    pub(super) state: RolloutState,
+    pub(super) weight: f64,
+    pub(super) started: SystemTime,
     next: Instant,
-    last: Option<(SystemTime, Analysis)>,
+    pub(super) last: Option<(SystemTime, Analysis)>,
+    /// Fleet mode: the published state applied (0: none yet) and the window being counted.
+    pub(super) seq: u64,
+    pub(super) window: u64,
 }
 
 impl Rollout {
-    fn route(&self) -> RouteOverride {
+    pub(super) fn route(&self) -> RouteOverride {
         RouteOverride {
             key: self.key.clone(),
             weight: self.weight,
@@ -59,8 +66,31 @@ impl Rollout {
         }
     }
 
-    fn active(&self) -> bool {
+    pub(super) fn active(&self) -> bool {
         matches!(self.state, RolloutState::Progressing | RolloutState::InsufficientData)
+    }
+}
+
+/// Where a verdict takes a rollout at `step` of `steps`: its state, step and weight, the event
+/// it counts, and whether the window starts over.
+pub(super) fn advance(
+    step: usize,
+    steps: &[f64],
+    verdict: Verdict,
+) -> (RolloutState, usize, f64, &'static str, bool) {
+    match verdict {
+        Verdict::InsufficientData => (
+            RolloutState::InsufficientData,
+            step,
+            steps.get(step).copied().unwrap_or(0.0),
+            "insufficient_data",
+            false,
+        ),
+        Verdict::Fail => (RolloutState::RolledBack, step, 0.0, "rollback", true),
+        Verdict::Pass if step + 1 < steps.len() => {
+            (RolloutState::Progressing, step + 1, steps[step + 1], "step", true)
+        }
+        Verdict::Pass => (RolloutState::Promoted, step, 100.0, "promote", true),
     }
 }
 
@@ -108,7 +138,8 @@ impl Monitor {
                 continue;
             };
             let weight = config.steps.first().copied().unwrap_or(0.0);
-            let rollout = Rollout {
+            let mut rollout = Rollout {
+                id: super::shared::rollout_id(&key),
                 key,
                 primary: m.routing.primary,
                 candidate: candidate.version,
@@ -119,12 +150,24 @@ impl Monitor {
                 next: Instant::now() + config.step_interval,
                 last: None,
                 config,
+                seq: 0,
+                window: 0,
             };
             self.take_window(&m.name, rollout.candidate);
             telemetry::register_rollout_events(&m.name);
-            telemetry::count_rollout_event(&m.name, "start");
+            // In a fleet, the judging replica counts the start when it publishes it.
+            if self.fleet().is_none() {
+                telemetry::count_rollout_event(&m.name, "start");
+            }
+            // A fleet's rollout already under way (this replica restarted, or joined late).
+            self.adopt_shared(&m.name, &mut rollout);
             publish_state(&m.name, &rollout);
-            tracing::info!(model = m.name.as_str(), candidate = rollout.candidate, weight, "rollout started");
+            tracing::info!(
+                model = m.name.as_str(),
+                candidate = rollout.candidate,
+                weight = rollout.weight,
+                "rollout started"
+            );
             registry.reroute(&m.name, Some(rollout.route()));
             rollouts.insert(m.name.clone(), rollout);
         }
@@ -132,6 +175,9 @@ impl Monitor {
 
     /// Judges every active rollout whose interval is over. Call with `control` held.
     pub fn judge_due(&self, registry: &Registry, now: Instant) {
+        if self.fleet().is_some() {
+            return; // the judging replica judges the fleet's windows (`shared`)
+        }
         let Ok(mut rollouts) = self.rollouts.lock() else { return };
         for (model, r) in rollouts.iter_mut().filter(|(_, r)| r.active() && now >= r.next) {
             r.next = now + r.config.step_interval;
@@ -146,6 +192,11 @@ impl Monitor {
             return Err(ApiError::Internal("rollout state".into()));
         };
         let r = rollouts.get_mut(model).ok_or_else(|| no_rollout(model))?;
+        if self.fleet().is_some() {
+            return Err(ApiError::Conflict(format!(
+                "model '{model}' is rolled out by the fleet: its judging replica judges every step_interval_s"
+            )));
+        }
         if r.active() {
             self.judge_one(registry, model, r);
         }
@@ -155,32 +206,12 @@ impl Monitor {
     fn judge_one(&self, registry: &Registry, model: &str, r: &mut Rollout) {
         let window = self.peek_window(model, r.candidate);
         let analysis = judge(&window, &r.config);
-        let verdict = analysis.verdict;
-        match verdict {
-            Verdict::InsufficientData => {
-                r.state = RolloutState::InsufficientData;
-                event(model, r, "insufficient_data", &analysis);
-            }
-            Verdict::Fail => {
-                self.take_window(model, r.candidate);
-                r.state = RolloutState::RolledBack;
-                r.weight = 0.0;
-                event(model, r, "rollback", &analysis);
-            }
-            Verdict::Pass if r.step + 1 < r.config.steps.len() => {
-                self.take_window(model, r.candidate);
-                r.step += 1;
-                r.weight = r.config.steps[r.step];
-                r.state = RolloutState::Progressing;
-                event(model, r, "step", &analysis);
-            }
-            Verdict::Pass => {
-                self.take_window(model, r.candidate);
-                r.state = RolloutState::Promoted;
-                r.weight = 100.0;
-                event(model, r, "promote", &analysis);
-            }
+        let (state, step, weight, name, reset) = advance(r.step, &r.config.steps, analysis.verdict);
+        if reset {
+            self.take_window(model, r.candidate);
         }
+        (r.state, r.step, r.weight) = (state, step, weight);
+        event(model, r, name, &analysis);
         r.last = Some((SystemTime::now(), analysis));
         publish_state(model, r);
         registry.reroute(model, Some(r.route()));
@@ -207,6 +238,11 @@ impl Monitor {
             return Err(ApiError::Internal("rollout state".into()));
         };
         let r = rollouts.get_mut(model).ok_or_else(|| no_rollout(model))?;
+        if self.fleet().is_some() {
+            return Err(ApiError::Internal(
+                "a fleet's rollout is operated through Monitor::operate_shared".into(),
+            ));
+        }
         r.state = state;
         r.weight = if state == RolloutState::Promoted { 100.0 } else { 0.0 };
         telemetry::count_rollout_event(model, name);
@@ -218,10 +254,10 @@ impl Monitor {
 
     /// A rollout as `/admin/rollouts` shows it: state, weight, step, the last verdict with the
     /// numbers behind it, and the window being gathered for the next one.
-    fn describe(&self, model: &str, r: &Rollout) -> Value {
+    pub(super) fn describe(&self, model: &str, r: &Rollout) -> Value {
         let unix = |t: SystemTime| t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let window = judge(&self.peek_window(model, r.candidate), &r.config);
-        json!({
+        let window = judge(&self.window_for_view(model, r), &r.config);
+        let mut shown = json!({
             "model": model,
             "primary": r.primary,
             "candidate": r.candidate,
@@ -233,7 +269,11 @@ impl Monitor {
             "started_at_unix": unix(r.started),
             "last_verdict": r.last.as_ref().map(|(at, a)| json!({ "at_unix": unix(*at), "analysis": a })),
             "current_window": window,
-        })
+        });
+        if let Some(fleet) = self.fleet() {
+            shown["fleet"] = super::shared::describe(fleet, r);
+        }
+        shown
     }
 
     /// `GET /admin/rollouts`.
@@ -245,13 +285,13 @@ impl Monitor {
     }
 }
 
-fn publish_state(model: &str, r: &Rollout) {
+pub(super) fn publish_state(model: &str, r: &Rollout) {
     let state =
         serde_json::to_value(r.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
     telemetry::rollout_state(model, r.candidate, &state, r.step);
 }
 
-fn event(model: &str, r: &Rollout, name: &str, a: &Analysis) {
+pub(super) fn event(model: &str, r: &Rollout, name: &str, a: &Analysis) {
     telemetry::count_rollout_event(model, name);
     let shown = |v: Option<f64>| v.map_or_else(|| "none".to_string(), |v| format!("{v:.4}"));
     tracing::info!(
@@ -270,6 +310,6 @@ fn event(model: &str, r: &Rollout, name: &str, a: &Analysis) {
     );
 }
 
-fn no_rollout(model: &str) -> ApiError {
+pub(super) fn no_rollout(model: &str) -> ApiError {
     ApiError::NotFound(format!("model '{model}' has no rollout (configure [models.{model}.rollout])"))
 }

@@ -11,9 +11,12 @@ mod controller;
 mod drift;
 mod feedback;
 mod predictions;
+mod shared;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+use crate::fleet::{Fleet, Write};
 use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge, Histogram};
@@ -23,6 +26,7 @@ pub use controller::{RolloutState, run_rollouts};
 pub use drift::{BINS, Baseline, bin, load_baseline, psi};
 pub use feedback::{Judgement, Lookup, Prediction};
 pub use predictions::{Row, rows};
+pub use shared::run_fleet;
 
 use crate::config::MonitorConfig;
 use crate::protocol::ApiError;
@@ -55,6 +59,9 @@ pub struct Monitor {
     baselines: Mutex<HashMap<String, Baseline>>,
     stores: RwLock<HashMap<String, Arc<feedback::Store>>>,
     rollouts: Mutex<HashMap<String, controller::Rollout>>,
+    /// Fleet mode (`[fleet]`): where shared state goes, and what was last read of it.
+    fleet: OnceLock<Arc<Fleet>>,
+    views: Mutex<HashMap<String, shared::View>>,
 }
 
 impl Monitor {
@@ -110,7 +117,19 @@ impl Monitor {
         {
             let classes = rows.iter().map(|r| r.class).collect();
             let limits = (cfg.feedback_ttl, cfg.feedback_capacity);
-            store.insert(id, Prediction { version, role, classes }, Instant::now(), limits);
+            let prediction = Prediction { version, role, classes };
+            if let Some(fleet) = self.fleet() {
+                fleet.enqueue(Write::Prediction {
+                    model: model.to_string(),
+                    id: id.to_string(),
+                    payload: shared::encode_prediction(&prediction),
+                    rows: prediction.classes.len(),
+                    at_ms: crate::fleet::now_ms(),
+                    ttl: cfg.feedback_ttl,
+                    capacity: cfg.feedback_capacity,
+                });
+            }
+            store.insert(id, prediction, Instant::now(), limits);
         }
     }
 
@@ -175,14 +194,29 @@ impl Monitor {
         }
     }
 
-    /// Joins a delayed label to the prediction made for request `id`.
-    pub fn feedback(
+    /// Joins a delayed label to the prediction made for request `id`: in a fleet, wherever it
+    /// was made; otherwise (or when Redis does not know it yet) in this replica's own store.
+    pub async fn feedback(
         &self,
         snapshot: &ServingSnapshot,
         id: &str,
         label: &serde_json::Value,
     ) -> Result<FeedbackReply, ApiError> {
         let labels = parse_labels(label)?;
+        if let Some(fleet) = self.fleet().filter(|f| f.connected())
+            && let Some(reply) = self.feedback_shared(fleet, snapshot, id, &labels).await?
+        {
+            return Ok(reply);
+        }
+        self.feedback_here(snapshot, id, &labels)
+    }
+
+    fn feedback_here(
+        &self,
+        snapshot: &ServingSnapshot,
+        id: &str,
+        labels: &[u64],
+    ) -> Result<FeedbackReply, ApiError> {
         let now = Instant::now();
         for (name, m) in &snapshot.config.models {
             let Some(cfg) = &m.monitor else { continue };
@@ -191,23 +225,17 @@ impl Monitor {
                 Lookup::Unknown => continue,
                 Lookup::Expired => {
                     telemetry::count_feedback(Some(name), "expired");
-                    return Err(ApiError::Gone(format!(
-                        "the prediction for id {id:?} is older than monitor.feedback_ttl_s ({} s)",
-                        cfg.feedback_ttl.as_secs()
-                    )));
+                    return Err(expired(id, cfg));
                 }
-                Lookup::Rows(rows) => {
-                    return Err(ApiError::Malformed(format!(
-                        "request {id:?} had {rows} rows; give one label per row (got {})",
-                        labels.len()
-                    )));
+                Lookup::Rows(rows) => return Err(wrong_rows(id, rows, labels.len())),
+                Lookup::AlreadyLabelled => return Err(already_labelled(id)),
+                Lookup::Found(p) => {
+                    // Redis may get this prediction after the label: mark it there too.
+                    if let Some(fleet) = self.fleet() {
+                        fleet.enqueue(Write::Labelled { model: name.clone(), id: id.to_string() });
+                    }
+                    return self.join(name, cfg, id, &p, labels);
                 }
-                Lookup::AlreadyLabelled => {
-                    return Err(ApiError::Conflict(format!(
-                        "the prediction for id {id:?} already has a label"
-                    )));
-                }
-                Lookup::Found(p) => return self.join(name, cfg, id, &p, &labels),
             }
         }
         telemetry::count_feedback(None, "unknown");
@@ -263,6 +291,21 @@ pub struct FeedbackReply {
     pub model: String,
     pub version: u64,
     pub results: Vec<&'static str>,
+}
+
+fn expired(id: &str, cfg: &MonitorConfig) -> ApiError {
+    ApiError::Gone(format!(
+        "the prediction for id {id:?} is older than monitor.feedback_ttl_s ({} s)",
+        cfg.feedback_ttl.as_secs()
+    ))
+}
+
+fn wrong_rows(id: &str, rows: usize, labels: usize) -> ApiError {
+    ApiError::Malformed(format!("request {id:?} had {rows} rows; give one label per row (got {labels})"))
+}
+
+fn already_labelled(id: &str) -> ApiError {
+    ApiError::Conflict(format!("the prediction for id {id:?} already has a label"))
 }
 
 /// A label is a class number (or a bool), or an array of them (one per row).

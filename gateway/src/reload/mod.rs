@@ -170,6 +170,10 @@ fn keep_running_settings(running: &GatewayConfig, next: &mut GatewayConfig) -> V
         changed.push("admin.token_env".to_string());
         next.admin = running.admin.clone();
     }
+    if running.fleet != next.fleet {
+        changed.push("fleet".to_string());
+        next.fleet = running.fleet.clone();
+    }
     for c in &changed {
         tracing::warn!("{c} changed in the config file; it takes effect only after a restart");
     }

@@ -38,6 +38,9 @@ pub const MODEL_READY: &str = "gateway_model_ready";
 pub const IN_FLIGHT_LIMIT: &str = "gateway_in_flight_limit";
 pub const CONNECTIONS_REFUSED: &str = "gateway_connections_refused_total";
 pub const OPEN_CONNECTIONS: &str = "gateway_open_connections";
+pub const FLEET_WRITES: &str = "gateway_fleet_writes_total";
+pub const FLEET_LEADER: &str = "gateway_fleet_leader";
+pub const FLEET_CONNECTED: &str = "gateway_fleet_connected";
 
 const SECONDS_BUCKETS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -124,6 +127,9 @@ fn describe() {
         "Connections closed at accept: server.max_connections reached"
     );
     metrics::describe_gauge!(OPEN_CONNECTIONS, "Open connections, per listener");
+    metrics::describe_counter!(FLEET_WRITES, "Writes to the fleet's shared state (Redis), by outcome");
+    metrics::describe_gauge!(FLEET_LEADER, "1 on the replica that judges the fleet's rollouts");
+    metrics::describe_gauge!(FLEET_CONNECTED, "1 while the fleet's Redis answers");
 }
 
 /// Why a version answered a request.
@@ -477,4 +483,25 @@ pub fn in_flight_limit(limit: usize) {
 pub fn count_rollout_event(model: &str, event: &str) {
     metrics::counter!(ROLLOUT_EVENTS, "model" => model.to_string(), "event" => event.to_string())
         .increment(1);
+}
+
+/// `gateway_fleet_writes_total{outcome}`: written, dropped, failed (registered at 0).
+pub fn fleet_writes() -> [Counter; 3] {
+    ["written", "dropped", "failed"].map(|outcome| {
+        let c = metrics::counter!(FLEET_WRITES, "outcome" => outcome);
+        c.increment(0);
+        c
+    })
+}
+
+/// `gateway_fleet_leader`, registered at 0.
+pub fn fleet_leader() -> Gauge {
+    let g = metrics::gauge!(FLEET_LEADER);
+    g.set(0.0);
+    g
+}
+
+/// `gateway_fleet_connected`.
+pub fn fleet_connected() -> Gauge {
+    metrics::gauge!(FLEET_CONNECTED)
 }
