@@ -20,7 +20,7 @@ use crate::inference::Inference;
 use crate::monitor::{Monitor, run_fleet, run_rollouts};
 use crate::onnx::{self, OnnxError};
 use crate::registry::{self, OnFailure, Registry};
-use crate::reload::{ConfigSource, Reloader, watch_file};
+use crate::reload::{ConfigSource, ControlMode, Reloader, Repository, poll_repository, watch_file};
 use crate::shadow::Shadows;
 use crate::telemetry;
 
@@ -107,7 +107,20 @@ impl Gateway {
         let limits = http::connection_limits(server);
         // One in-flight limit for both front ends.
         let admission = Admission::new(server.max_in_flight);
-        let plane = Arc::new(DataPlane { registry: registry.clone(), inference: inference.clone() });
+        let control = match &source {
+            ConfigSource::Repository { control, .. } => Some(control.clone()),
+            _ => None,
+        };
+        let repository = Arc::new(Repository {
+            reloader: reloader.clone(),
+            registry: registry.clone(),
+            control: control.clone(),
+        });
+        let plane = Arc::new(DataPlane {
+            registry: registry.clone(),
+            inference: inference.clone(),
+            repository: repository.clone(),
+        });
         let admin_plane = Arc::new(AdminPlane {
             registry: registry.clone(),
             reloader: reloader.clone(),
@@ -144,8 +157,12 @@ impl Gateway {
                 inference: inference.clone(),
                 max_message_bytes: server.max_request_bytes,
                 admission,
+                repository,
             });
             tasks.push(tokio::spawn(grpc::serve(listener, grpc_plane, limits, data_slots, signal.clone())));
+        }
+        if let Some(control) = control.filter(|c| c.mode == ControlMode::Poll) {
+            tasks.push(tokio::spawn(poll_repository(reloader.clone(), control, signal.clone())));
         }
         if let (true, ConfigSource::File { path, .. }) = (watch, &source) {
             // Read now, not when the task first runs: an edit made meanwhile must count.

@@ -25,6 +25,7 @@ pub mod registry;
 pub mod reload;
 pub mod routing;
 pub mod shadow;
+pub mod source;
 mod tasks;
 pub mod telemetry;
 pub mod tensor;

@@ -4,12 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use gateway::Gateway;
 use gateway::config::{self, ConfigError, GatewayConfig, Overrides};
 use gateway::registry::{self, OnFailure};
-use gateway::reload::ConfigSource;
+use gateway::reload::{ConfigSource, ControlMode, RepositoryControl};
+use gateway::source;
 
 #[derive(Parser)]
 #[command(
@@ -26,6 +28,16 @@ struct Cli {
     /// Serve every model found in DIR (alone), or the repository for models that name none.
     #[arg(long, value_name = "DIR")]
     model_repository: Option<PathBuf>,
+    /// With --model-repository alone, as Triton's: none (served as found at start), poll (changes
+    /// on disk applied), explicit (models loaded and unloaded through the repository API).
+    #[arg(long, value_enum, default_value_t = ControlModeArg::None)]
+    model_control_mode: ControlModeArg,
+    /// Poll mode: seconds between reads of the repository.
+    #[arg(long, value_name = "SECONDS", default_value_t = 15)]
+    repository_poll_secs: u64,
+    /// Explicit mode: a model to load at start (repeatable; `*` loads every model).
+    #[arg(long, value_name = "MODEL")]
+    load_model: Vec<String>,
     /// Data-plane address (overrides server.listen).
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
@@ -52,6 +64,13 @@ enum Command {
         #[arg(long)]
         load_models: bool,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ControlModeArg {
+    None,
+    Poll,
+    Explicit,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -98,10 +117,17 @@ fn init_logging(format: LogFormat) {
 fn load_config(cli: &Cli, overrides: &Overrides) -> Result<(GatewayConfig, ConfigSource), ConfigError> {
     let overrides = overrides.clone();
     let (config, source) = match (&cli.config, &cli.model_repository) {
-        (None, Some(dir)) => (
-            config::from_repository(dir, &overrides)?,
-            ConfigSource::Repository { dir: dir.clone(), overrides },
-        ),
+        (None, Some(dir)) => {
+            let mode = match cli.model_control_mode {
+                ControlModeArg::None => ControlMode::None,
+                ControlModeArg::Poll => ControlMode::Poll,
+                ControlModeArg::Explicit => ControlMode::Explicit,
+            };
+            let poll = Duration::from_secs(cli.repository_poll_secs.max(1));
+            let control = RepositoryControl::new(dir.clone(), mode, poll, &cli.load_model);
+            let config = source::repository_config(dir, &overrides, control.selection().as_ref())?;
+            (config, ConfigSource::Repository { control, overrides })
+        }
         (path, _) => {
             let path = path.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_CONFIG_PATH));
             (config::load_file(&path, &overrides)?, ConfigSource::File { path, overrides })

@@ -119,7 +119,8 @@ async fn a_model_that_fails_to_load_is_not_ready_and_the_others_serve() {
 async fn model_repository_mode_serves_every_model_with_its_highest_version() {
     // models/: every model, its highest version primary with all the traffic; the `tests`
     // folder has no version folders, so it is no model.
-    let cfg = config::from_repository(&root().join("models"), &Overrides::default()).unwrap();
+    let cfg =
+        gateway::source::repository_config(&root().join("models"), &Overrides::default(), None).unwrap();
     let names: Vec<&str> = cfg.models.keys().map(String::as_str).collect();
     assert_eq!(names, ["credit-scoring", "dense"]);
     let credit = &cfg.models["credit-scoring"].routing;
@@ -131,7 +132,7 @@ async fn model_repository_mode_serves_every_model_with_its_highest_version() {
         admin_listen: Some("127.0.0.1:0".into()),
         ..Overrides::default()
     };
-    let cfg = config::from_repository(Path::new(&common::test_repo()), &overrides).unwrap();
+    let cfg = gateway::source::repository_config(Path::new(&common::test_repo()), &overrides, None).unwrap();
     let names: Vec<&str> = cfg.models.keys().map(String::as_str).collect();
     assert_eq!(
         names,

@@ -22,7 +22,7 @@ pub use raw::{
     RawAdmin, RawBatching, RawConfig, RawFleet, RawModel, RawMonitor, RawRollout, RawRouting, RawRuntime,
     RawServer, RawWeighted,
 };
-pub use repository::{model_file, scan_repository, valid_model_name, versions_on_disk};
+pub use repository::{model_file, valid_model_name, versions_on_disk};
 
 /// One thing wrong with a config, and where.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -144,6 +144,8 @@ pub struct RuntimeConfig {
 pub struct ModelConfig {
     pub name: String,
     pub repository: PathBuf,
+    /// The file in each version folder (`model.onnx`, or Triton's `default_model_filename`).
+    pub model_filename: String,
     pub instances: usize,
     pub batching: BatchingConfig,
     pub routing: RoutingConfig,
@@ -211,7 +213,7 @@ impl ModelConfig {
     }
 
     pub fn model_path(&self, version: u64) -> PathBuf {
-        model_file(&self.repository, &self.name, version)
+        model_file(&self.repository, &self.name, version, &self.model_filename)
     }
 
     /// The config path of the first place that names `version` (for problem reports).
@@ -358,11 +360,15 @@ pub fn from_raw(raw: &RawConfig) -> Result<GatewayConfig, ConfigError> {
     validate::validate(raw)
 }
 
-/// The `--model-repository DIR` mode: every model in DIR, its highest version primary.
-pub fn from_repository(dir: &Path, overrides: &Overrides) -> Result<GatewayConfig, ConfigError> {
-    let mut raw = scan_repository(dir)?;
+/// A config made from a scanned model repository (`source::triton::scan`), with the command
+/// line's overrides; `allow_no_models` for a repository whose models are loaded on demand.
+pub fn from_scanned(
+    mut raw: RawConfig,
+    overrides: &Overrides,
+    allow_no_models: bool,
+) -> Result<GatewayConfig, ConfigError> {
     overrides.apply(&mut raw);
-    validate::validate(&raw)
+    validate::validate_with(&raw, allow_no_models)
 }
 
 impl GatewayConfig {

@@ -57,6 +57,7 @@ pub struct RawRuntime {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct RawModel {
     pub repository: Option<String>,
+    pub model_filename: Option<String>,
     pub instances: Option<u64>,
     pub batching: Option<RawBatching>,
     pub routing: Option<RawRouting>,

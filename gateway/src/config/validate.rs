@@ -41,12 +41,17 @@ impl Checker {
 }
 
 pub(super) fn validate(raw: &RawConfig) -> Result<GatewayConfig, ConfigError> {
+    validate_with(raw, false)
+}
+
+/// `allow_no_models`: a model repository in explicit control mode starts with none loaded.
+pub(super) fn validate_with(raw: &RawConfig, allow_no_models: bool) -> Result<GatewayConfig, ConfigError> {
     let mut c = Checker { problems: Vec::new() };
     let server = server(&mut c, &raw.server);
     let admin = admin(&mut c, &raw.admin, &server);
     let runtime = runtime(&mut c, &raw.runtime);
     let mut models = BTreeMap::new();
-    if raw.models.is_empty() {
+    if raw.models.is_empty() && !allow_no_models {
         c.problem("models", "no model is configured");
     }
     for (name, model) in &raw.models {
@@ -186,6 +191,13 @@ fn model(c: &mut Checker, name: &str, m: &RawModel) -> Option<ModelConfig> {
         c.problem(format!("{path}.repository"), format!("{} has no folder {name:?}", repository.display()));
     }
     let instances = c.range(&format!("{path}.instances"), m.instances, 1, 1, 256) as usize;
+    let model_filename = m.model_filename.clone().unwrap_or_else(|| "model.onnx".to_string());
+    if !valid_model_name(&model_filename) {
+        c.problem(
+            format!("{path}.model_filename"),
+            format!("must be a file name ([A-Za-z0-9_.-]+, not `.` or `..`), got {model_filename:?}"),
+        );
+    }
     let batching = batching(c, &path, m.batching.as_ref());
     let Some(raw_routing) = &m.routing else {
         c.problem(format!("{path}.routing.primary"), "is required");
@@ -203,8 +215,16 @@ fn model(c: &mut Checker, name: &str, m: &RawModel) -> Option<ModelConfig> {
             ),
         );
     }
-    let config =
-        ModelConfig { name: name.to_string(), repository, instances, batching, routing, monitor, rollout };
+    let config = ModelConfig {
+        name: name.to_string(),
+        repository,
+        model_filename,
+        instances,
+        batching,
+        routing,
+        monitor,
+        rollout,
+    };
     if repo_ok {
         for v in config.served_versions() {
             if !config.model_path(v).is_file() {

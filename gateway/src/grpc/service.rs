@@ -22,6 +22,7 @@ use crate::deadline::Deadline;
 use crate::inference::{self, Inference, Served};
 use crate::protocol::{ApiError, metadata, validate};
 use crate::registry::{Registry, ServingSnapshot};
+use crate::reload::Repository;
 
 /// What the RPCs share.
 pub struct GrpcPlane {
@@ -31,6 +32,8 @@ pub struct GrpcPlane {
     pub max_message_bytes: usize,
     /// The in-flight limit shared with HTTP (ModelStreamInfer admits each message with it).
     pub admission: Arc<Admission>,
+    /// Triton's model repository extension.
+    pub repository: Arc<Repository>,
 }
 
 #[derive(Clone)]
@@ -81,6 +84,46 @@ impl GrpcInferenceService for InferenceService {
         request: Request<ModelStatisticsRequest>,
     ) -> Reply<ModelStatisticsResponse> {
         answer(model_statistics(&self.plane.registry.snapshot(), request.get_ref()))
+    }
+
+    async fn repository_index(
+        &self,
+        request: Request<RepositoryIndexRequest>,
+    ) -> Reply<RepositoryIndexResponse> {
+        let models = self
+            .plane
+            .repository
+            .index(request.get_ref().ready)
+            .into_iter()
+            .map(|e| repository_index_response::ModelIndex {
+                name: e.name,
+                version: e.version,
+                state: e.state.to_string(),
+                reason: e.reason,
+            })
+            .collect();
+        Ok(Response::new(RepositoryIndexResponse { models }))
+    }
+
+    async fn repository_model_load(
+        &self,
+        request: Request<RepositoryModelLoadRequest>,
+    ) -> Reply<RepositoryModelLoadResponse> {
+        let r = request.get_ref();
+        if let Some(key) = r.parameters.keys().find(|k| *k == "config" || k.starts_with("file:")) {
+            return Err(status::of(&ApiError::Malformed(format!(
+                "load parameter {key:?} is not supported: the model's config.pbtxt and files are read from the repository"
+            ))));
+        }
+        answer(self.plane.repository.load(&r.model_name).await.map(|()| RepositoryModelLoadResponse {}))
+    }
+
+    async fn repository_model_unload(
+        &self,
+        request: Request<RepositoryModelUnloadRequest>,
+    ) -> Reply<RepositoryModelUnloadResponse> {
+        let model = &request.get_ref().model_name;
+        answer(self.plane.repository.unload(model).await.map(|()| RepositoryModelUnloadResponse {}))
     }
 
     async fn model_infer(&self, request: Request<ModelInferRequest>) -> Reply<ModelInferResponse> {

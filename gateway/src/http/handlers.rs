@@ -18,12 +18,15 @@ use crate::deadline::Deadline;
 use crate::inference::{self, Inference, Served, outcome_of};
 use crate::protocol::{self, ApiError, HEADER_CONTENT_LENGTH, decode_infer, encode_infer, metadata};
 use crate::registry::{Registry, ServingSnapshot};
+use crate::reload::Repository;
 use crate::telemetry;
 
 /// What the data-plane handlers share.
 pub struct DataPlane {
     pub registry: Arc<Registry>,
     pub inference: Arc<Inference>,
+    /// Triton's model repository extension (`/v2/repository/...`).
+    pub repository: Arc<Repository>,
 }
 
 pub async fn handle(plane: Arc<DataPlane>, request: http::Request<Incoming>) -> HttpResponse {
@@ -47,6 +50,15 @@ pub async fn handle(plane: Arc<DataPlane>, request: http::Request<Incoming>) -> 
             respond(deadline.bound(feedback(&plane, &snapshot, &parts.headers, body)).await)
         }
         Endpoint::AllStats => all_statistics(&snapshot),
+        Endpoint::RepositoryIndex => {
+            respond(deadline.bound(repository_index(&plane, &parts.headers, body)).await)
+        }
+        Endpoint::RepositoryLoad(model) => {
+            respond(repository_load(&plane, &parts.headers, body, model).await)
+        }
+        Endpoint::RepositoryUnload(model) => {
+            respond(plane.repository.unload(model).await.map(|()| response::json(StatusCode::OK, &json!({}))))
+        }
         Endpoint::Model { model, version, action } => match action {
             ModelAction::Infer => infer(&plane, &snapshot, parts, body, model, version, deadline).await,
             ModelAction::Metadata => respond(model_metadata(&snapshot, model, version)),
@@ -73,6 +85,51 @@ fn server_ready(snapshot: &ServingSnapshot) -> HttpResponse {
             &json!({ "ready": false, "not_ready": not_ready }),
         ))
     }
+}
+
+/// `POST /v2/repository/index` with an optional `{"ready": true}`: Triton's repository index.
+async fn repository_index(
+    plane: &DataPlane,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<HttpResponse, ApiError> {
+    #[derive(serde::Deserialize, Default)]
+    struct Ask {
+        #[serde(default)]
+        ready: bool,
+    }
+    let body = read_body(body, headers, 64 * 1024).await?;
+    let ask: Ask = if body.iter().all(u8::is_ascii_whitespace) {
+        Ask::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::Malformed(format!("repository index request: {e}")))?
+    };
+    Ok(response::json(StatusCode::OK, &plane.repository.index(ask.ready)))
+}
+
+/// `POST /v2/repository/models/{m}/load`: loads `m` from the repository. Triton's parameters
+/// that ship a config or files in the request are refused: the repository is the source.
+async fn repository_load(
+    plane: &DataPlane,
+    headers: &HeaderMap,
+    body: Incoming,
+    model: &str,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(body, headers, 64 * 1024).await?;
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        let ask: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| ApiError::Malformed(format!("load request: {e}")))?;
+        if let Some(params) = ask.get("parameters").and_then(|p| p.as_object())
+            && let Some(key) = params.keys().find(|k| *k == "config" || k.starts_with("file:"))
+        {
+            return Err(ApiError::Malformed(format!(
+                "load parameter {key:?} is not supported: the model's config.pbtxt and files are read from the repository"
+            )));
+        }
+    }
+    plane.repository.load(model).await?;
+    Ok(response::json(StatusCode::OK, &json!({})))
 }
 
 /// `POST /v2/feedback {"id": ..., "label": ...}`: joins a delayed label to a recent prediction.

@@ -13,6 +13,10 @@ pub enum Endpoint<'a> {
     Feedback,
     /// Triton's statistics of every model (`/v2/models/stats`).
     AllStats,
+    /// Triton's model repository extension.
+    RepositoryIndex,
+    RepositoryLoad(&'a str),
+    RepositoryUnload(&'a str),
     Model {
         model: &'a str,
         version: Option<u64>,
@@ -39,6 +43,9 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Result<Endpoint<'a>, ApiErro
         // Triton's path; it shadows the metadata of a model named "stats", as in Triton.
         ["v2", "models", "stats"] => (Endpoint::AllStats, Method::GET),
         ["v2", "models", model, rest @ ..] => model_endpoint(model, rest, method, path)?,
+        ["v2", "repository", "index"] => (Endpoint::RepositoryIndex, Method::POST),
+        ["v2", "repository", "models", model, "load"] => (Endpoint::RepositoryLoad(model), Method::POST),
+        ["v2", "repository", "models", model, "unload"] => (Endpoint::RepositoryUnload(model), Method::POST),
         _ => return Err(no_route(method, path)),
     };
     let ok = *method == expected || (expected == Method::GET && *method == Method::HEAD);

@@ -8,7 +8,8 @@ use crate::tensor::{DataType, ModelSignature, TensorSpec};
 pub const PLATFORM: &str = "onnx_onnxv1";
 
 /// Protocol extensions this server implements, as Triton names them.
-pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "model_configuration", "statistics"];
+pub const EXTENSIONS: &[&str] =
+    &["binary_tensor_data", "model_configuration", "model_repository", "statistics"];
 
 #[derive(Debug, Serialize)]
 pub struct ServerMetadata {

@@ -6,6 +6,7 @@
 //! Settings that cannot change while running (listen addresses, connection limits, the admin
 //! token) keep their running values; a reload that changes them says so.
 
+mod repository;
 mod watch;
 
 use std::path::PathBuf;
@@ -13,10 +14,12 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+pub use repository::{ControlMode, IndexEntry, Repository, RepositoryControl, poll_repository};
 pub use watch::watch_file;
 
 use crate::config::{self, ConfigError, GatewayConfig, Overrides, Problem};
 use crate::registry::{self, OnFailure, Registry, ServingSnapshot};
+use crate::source;
 use crate::telemetry;
 
 /// Where the config comes from.
@@ -26,9 +29,10 @@ pub enum ConfigSource {
         path: PathBuf,
         overrides: Overrides,
     },
-    /// `--model-repository DIR`: a reload rescans the folder (new versions become primary).
+    /// `--model-repository DIR`: a reload rescans the folder (`config.pbtxt` files, version
+    /// policies; in explicit mode only the loaded models).
     Repository {
-        dir: PathBuf,
+        control: Arc<RepositoryControl>,
         overrides: Overrides,
     },
     /// Built in code (tests): nothing to re-read.
@@ -125,7 +129,9 @@ impl Reloader {
     fn read(&self) -> Result<GatewayConfig, ConfigError> {
         match &self.source {
             ConfigSource::File { path, overrides } => config::load_file(path, overrides),
-            ConfigSource::Repository { dir, overrides } => config::from_repository(dir, overrides),
+            ConfigSource::Repository { control, overrides } => {
+                source::repository_config(&control.dir, overrides, control.selection().as_ref())
+            }
             ConfigSource::Fixed => {
                 Err(Problem::new("", "this gateway was started without a config file; nothing to reload")
                     .into())

@@ -1,0 +1,1 @@
+//! A content-addressed cache of downloaded model artifacts (see `mlflow`).

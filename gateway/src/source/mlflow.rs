@@ -1,0 +1,1 @@
+//! An MLflow model registry as a source of versions (REST client).

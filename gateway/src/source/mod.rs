@@ -1,0 +1,25 @@
+//! Where versions come from: plain folders (`config::repository`), Triton model repositories
+//! (`triton`: `config.pbtxt`, version policies, auto-completed configs) and an MLflow model
+//! registry (`mlflow`, with its content-addressed artifact `cache`). Each yields files and
+//! settings that `reload` prepares through the one prepare → flip path; none of them knows about
+//! routing or requests.
+
+pub mod cache;
+pub mod mlflow;
+pub mod pbtxt;
+pub mod triton;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use crate::config::{self, ConfigError, GatewayConfig, Overrides};
+
+/// The config `--model-repository DIR` serves: its models as `triton::scan` reads them (only
+/// `selection`, when models are loaded on demand), with the command line's overrides.
+pub fn repository_config(
+    dir: &Path,
+    overrides: &Overrides,
+    selection: Option<&BTreeSet<String>>,
+) -> Result<GatewayConfig, ConfigError> {
+    config::from_scanned(triton::scan(dir, selection)?, overrides, selection.is_some())
+}
