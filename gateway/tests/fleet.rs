@@ -359,6 +359,9 @@ async fn without_redis_requests_are_served_writes_dropped_and_rollouts_held() {
         assert_eq!(r["weight"], weight, "the routing in force stays: {r}");
         assert!(r["fleet"]["held"].as_str().unwrap().contains("unreachable"), "{r}");
     }
+    // Nobody judges once the lease has run out. (The leader gauge is one per process, so it is
+    // checked across containers, in fleet_compose.rs.)
+    until_all(&gws, "stopped judging", |r| r["fleet"]["judging"] == false).await;
     let text = gws[0].metrics().await;
     let lost = metric(&text, "gateway_fleet_writes_total", &[("outcome", "dropped")])
         + metric(&text, "gateway_fleet_writes_total", &[("outcome", "failed")]);

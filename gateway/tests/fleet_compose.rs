@@ -384,7 +384,12 @@ async fn three_replicas_behind_haproxy_share_labels_and_rollouts_through_redis()
     tokio::time::sleep(Duration::from_millis(500)).await; // load under way first
     let redis = fleet.compose.container("redis");
     fleet.compose.docker(&["stop", "-t", "1", &redis]);
-    tokio::time::sleep(Duration::from_secs(10)).await; // the outage under test lasts ten seconds
+    let stopped = Instant::now();
+    // Past the lease, nobody judges, and each replica's gauge says so.
+    tokio::time::sleep(LEASE + Duration::from_secs(2)).await; // the outage under test, first part
+    let leaders = fleet.metric_sum("gateway_fleet_leader", &[]).await;
+    assert_eq!(leaders, 0.0, "a replica still claims the lease with Redis down");
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(stopped.elapsed())).await; // the rest of the ten seconds
     fleet.compose.docker(&["start", &redis]);
     fleet.until_each(&all, "credit-scoring", "reconnected", |r| r["fleet"]["connected"] == true).await;
     let (sent, failed) = load.finish().await;

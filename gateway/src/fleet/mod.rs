@@ -296,8 +296,13 @@ impl Fleet {
             // Good until the TTL counted from when we asked (Redis counts from later).
             Ok(1) => self.set_leading(Some(asked + self.lease_ttl)),
             Ok(_) => self.set_leading(None),
-            // Unreachable: the lease runs out by itself; until then nobody else can take it.
-            Err(_) => {}
+            // Unreachable: the lease runs out by itself (nobody else can take it before); once
+            // it has, this replica no longer judges, and says so.
+            Err(_) => {
+                if !self.is_leader() {
+                    self.set_leading(None);
+                }
+            }
         }
     }
 
