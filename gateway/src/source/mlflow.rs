@@ -1,1 +1,0 @@
-//! An MLflow model registry as a source of versions (REST client).
