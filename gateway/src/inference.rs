@@ -51,6 +51,8 @@ pub struct Served<R> {
     pub reply: R,
     pub version: u64,
     pub reason: RouteReason,
+    /// The routing generation that served it (`x-gateway-generation`).
+    pub generation: u64,
 }
 
 /// Finds the model; errors here are counted without version labels.
@@ -228,8 +230,9 @@ impl Inference {
                 tracing::debug!(model, version, error = %e, "refused");
             }
         }
-        let (version, reason) = (target.version.version, target.route.reason);
-        result.map(|reply| Served { reply, version, reason })
+        let (version, reason, generation) =
+            (target.version.version, target.route.reason, snapshot.generation);
+        result.map(|reply| Served { reply, version, reason, generation })
     }
 
     /// Runs validated inputs (in signature order) on the target version.

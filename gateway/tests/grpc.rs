@@ -219,6 +219,7 @@ async fn requested_outputs_come_in_the_order_asked_with_the_id_and_route_metadat
     let reply = c.model_infer(r).await.unwrap();
     assert_eq!(reply.metadata().get("x-model-version").unwrap(), "1");
     assert_eq!(reply.metadata().get("x-route-reason").unwrap(), "primary");
+    assert_eq!(reply.metadata().get("x-gateway-generation").unwrap(), "1");
     let got = to_json(&reply.into_inner());
     let names: Vec<&str> =
         got["outputs"].as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap()).collect();

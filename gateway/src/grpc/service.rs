@@ -133,6 +133,7 @@ impl GrpcInferenceService for InferenceService {
         let headers = response.metadata_mut();
         headers.insert("x-model-version", MetadataValue::from(served.version));
         headers.insert("x-route-reason", MetadataValue::from_static(served.reason.as_str()));
+        headers.insert("x-gateway-generation", MetadataValue::from(served.generation));
         Ok(response)
     }
 

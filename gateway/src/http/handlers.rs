@@ -255,7 +255,7 @@ async fn infer(
 }
 
 fn infer_response(served: Served<protocol::EncodedResponse>) -> HttpResponse {
-    let Served { reply: encoded, version, reason } = served;
+    let Served { reply: encoded, version, reason, generation } = served;
     let content_type = if encoded.json_length.is_some() { OCTET_STREAM } else { JSON };
     let mut response = response::bytes(StatusCode::OK, content_type, Bytes::from(encoded.body));
     let headers = response.headers_mut();
@@ -264,6 +264,7 @@ fn infer_response(served: Served<protocol::EncodedResponse>) -> HttpResponse {
     }
     headers.insert("x-model-version", HeaderValue::from(version));
     headers.insert("x-route-reason", HeaderValue::from_static(reason.as_str()));
+    headers.insert("x-gateway-generation", HeaderValue::from(generation));
     response
 }
 

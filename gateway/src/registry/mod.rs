@@ -157,6 +157,7 @@ impl Registry {
 /// ones) and `gateway_route_weight_percent` (0 for shares that went away); applies its shadow
 /// budget limits.
 fn mark_loaded(previous: Option<&ServingSnapshot>, next: &ServingSnapshot) {
+    telemetry::routing_generation(next.generation);
     let next_weights = weights(next);
     if let Some(prev) = previous {
         for v in prev.versions() {

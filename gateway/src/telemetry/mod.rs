@@ -41,6 +41,7 @@ pub const OPEN_CONNECTIONS: &str = "gateway_open_connections";
 pub const FLEET_WRITES: &str = "gateway_fleet_writes_total";
 pub const FLEET_LEADER: &str = "gateway_fleet_leader";
 pub const FLEET_CONNECTED: &str = "gateway_fleet_connected";
+pub const ROUTING_GENERATION: &str = "gateway_routing_generation";
 
 const SECONDS_BUCKETS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -130,6 +131,10 @@ fn describe() {
     metrics::describe_counter!(FLEET_WRITES, "Writes to the fleet's shared state (Redis), by outcome");
     metrics::describe_gauge!(FLEET_LEADER, "1 on the replica that judges the fleet's rollouts");
     metrics::describe_gauge!(FLEET_CONNECTED, "1 while the fleet's Redis answers");
+    metrics::describe_gauge!(
+        ROUTING_GENERATION,
+        "The routing generation serving now (answers carry it in x-gateway-generation)"
+    );
 }
 
 /// Why a version answered a request.
@@ -504,4 +509,9 @@ pub fn fleet_leader() -> Gauge {
 /// `gateway_fleet_connected`.
 pub fn fleet_connected() -> Gauge {
     metrics::gauge!(FLEET_CONNECTED)
+}
+
+/// `gateway_routing_generation`: the generation now serving.
+pub fn routing_generation(generation: u64) {
+    metrics::gauge!(ROUTING_GENERATION).set(generation as f64);
 }
