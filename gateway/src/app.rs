@@ -22,6 +22,7 @@ use crate::onnx::{self, OnnxError};
 use crate::registry::{self, OnFailure, Registry};
 use crate::reload::{ConfigSource, ControlMode, Reloader, Repository, poll_repository, watch_file};
 use crate::shadow::Shadows;
+use crate::source::registry::poll_registries;
 use crate::telemetry;
 
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +162,7 @@ impl Gateway {
             });
             tasks.push(tokio::spawn(grpc::serve(listener, grpc_plane, limits, data_slots, signal.clone())));
         }
+        tasks.push(tokio::spawn(poll_registries(reloader.clone(), registry.clone(), signal.clone())));
         if let Some(control) = control.filter(|c| c.mode == ControlMode::Poll) {
             tasks.push(tokio::spawn(poll_repository(reloader.clone(), control, signal.clone())));
         }

@@ -130,7 +130,7 @@ fn load_config(cli: &Cli, overrides: &Overrides) -> Result<(GatewayConfig, Confi
         }
         (path, _) => {
             let path = path.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_CONFIG_PATH));
-            (config::load_file(&path, &overrides)?, ConfigSource::File { path, overrides })
+            (load_file(&path, &overrides)?, ConfigSource::File { path, overrides })
         }
     };
     Ok((config, source))
@@ -202,8 +202,18 @@ async fn wait_for_signals(gateway: &Gateway) {
     }
 }
 
+/// A config file, its registry aliases resolved (`source::load_file`), before the serving runtime
+/// exists (its size comes from the config): on a small runtime of its own.
+fn load_file(path: &Path, overrides: &Overrides) -> Result<GatewayConfig, ConfigError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ConfigError::from(config::Problem::new("", format!("cannot start a runtime: {e}"))))?;
+    runtime.block_on(source::load_file(path, overrides))
+}
+
 fn check_config(file: &Path, overrides: &Overrides, load_models: bool) -> ExitCode {
-    let config = match config::load_file(file, overrides) {
+    let config = match load_file(file, overrides) {
         Ok(c) => c,
         Err(e) => {
             println!("{e}");

@@ -10,6 +10,8 @@
 //! `MLFLOW_VENV` names another venv than `/tmp/gateway-mlflow-venv`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -363,4 +365,115 @@ async fn a_stopped_server_is_unreachable_within_the_timeout() {
     assert!(matches!(err, MlflowError::Unreachable { .. }), "{err:?}");
     assert!(err.is_transient());
     assert!(started.elapsed() < timeout, "took {:?}", started.elapsed());
+}
+
+/// The gateway with `[models.credit-scoring.source]` on this server: the routing names versions
+/// by alias, the registry is polled every second, and a rollout promotes quickly.
+async fn gateway_on(server: &Server, dir: &Path) -> common::TestGateway {
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+[models.credit-scoring.source]
+mlflow = {{ tracking_uri = "{uri}", name = "{MODEL}", poll_s = 1 }}
+cache_dir = "{cache}"
+[models.credit-scoring.routing]
+primary = "@champion"
+candidates = [{{ version = "@challenger", percent = 50.0 }}]
+sticky_header = "x-user-id"
+[models.credit-scoring.rollout]
+steps = [50, 100]
+step_interval_s = 1
+min_requests = 5
+"#,
+        uri = server.uri(),
+        cache = dir.join("cache").display()
+    );
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, text).unwrap();
+    let overrides = gateway::config::Overrides::default();
+    let cfg = gateway::source::load_file(&path, &overrides).await.unwrap();
+    let source = gateway::reload::ConfigSource::File { path, overrides };
+    let gw = gateway::Gateway::start_with(cfg, source, false).await.unwrap();
+    let (data, admin, grpc) = (gw.data_addr, gw.admin_addr, gw.grpc_addr);
+    let client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    common::TestGateway { gateway: Some(gw), data, admin, grpc, client }
+}
+
+/// The versions that answered `n` requests from distinct users.
+async fn answering(gw: &common::TestGateway, n: usize) -> std::collections::BTreeSet<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..n {
+        let user = format!("u-{}", fastrand::u64(..));
+        let reply = gw
+            .post(
+                "/v2/models/credit-scoring/infer",
+                serde_json::to_vec(&common::credit_request_seeded(1, i as u64)).unwrap(),
+                &[("x-user-id", &user)],
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.error());
+        seen.insert(reply.header("x-model-version").unwrap().to_string());
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mlflow (scripts/mlflow/setup.sh)"]
+async fn the_gateway_serves_aliases_follows_them_and_promotes_through_the_registry() {
+    let scratch = Scratch::new("gateway");
+    let server = Server::start(&scratch.0);
+    register_credit_scoring(&server); // champion → 1, challenger → 2
+    let gw = gateway_on(&server, &scratch.0).await;
+    let client = client(&server);
+
+    // Served by alias: the champion and the challenger (the rollout's candidate) both answer,
+    // from files the gateway fetched into its cache.
+    let both: std::collections::BTreeSet<String> = ["1".to_string(), "2".to_string()].into();
+    assert_eq!(answering(&gw, 60).await, both);
+    assert!(scratch.0.join("cache/credit-scoring/2/model.onnx").is_file());
+
+    // The candidate passes every step and is promoted: the gateway moves the champion alias in
+    // MLflow and tags the version; the next poll follows the alias, and version 2 serves alone.
+    let started = Instant::now();
+    loop {
+        answering(&gw, 10).await;
+        if client.version_by_alias(MODEL, "champion").await.unwrap().version == 2 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the promotion never reached MLflow");
+    }
+    let seen = register_py(&server, &["show", MODEL, "--alias", "champion"]);
+    assert_eq!(seen["version"], "2", "read back with MLflow's own client: {seen}");
+    let tag = seen["tags"]["gateway.rollout"].as_str().unwrap_or_default().to_string();
+    assert!(tag.starts_with("promote"), "{seen}");
+    until_served_by(&gw, "2").await;
+
+    // An operator points the challenger alias at version 1 in MLflow: within a poll, with no
+    // restart, version 1 is the candidate of a new rollout and takes its first step's share.
+    register_py(&server, &["alias", MODEL, "challenger", "1"]);
+    let started = Instant::now();
+    while !answering(&gw, 20).await.contains("1") {
+        assert!(started.elapsed() < Duration::from_secs(30), "the moved challenger alias was not followed");
+        tokio::time::sleep(Duration::from_millis(100)).await; // polling the registry poller
+    }
+    gw.stop().await;
+}
+
+/// Polls until every answer comes from `version` (bounded: the registry is polled every second).
+async fn until_served_by(gw: &common::TestGateway, version: &str) {
+    let started = Instant::now();
+    loop {
+        let seen = answering(gw, 20).await;
+        if seen.len() == 1 && seen.contains(version) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "still answered by {seen:?}, not only v{version}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await; // polling the registry poller
+    }
 }

@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use raw::{
-    RawAdmin, RawBatching, RawConfig, RawFleet, RawModel, RawMonitor, RawRollout, RawRouting, RawRuntime,
-    RawServer, RawWeighted,
+    RawAdmin, RawBatching, RawConfig, RawFleet, RawMlflow, RawModel, RawMonitor, RawRollout, RawRouting,
+    RawRuntime, RawServer, RawSource, RawVersion, RawWeighted,
 };
 pub use repository::{model_file, valid_model_name, versions_on_disk};
 
@@ -81,6 +81,20 @@ pub struct GatewayConfig {
     pub models: BTreeMap<String, ModelConfig>,
     /// Replicas sharing labels and rollouts through Redis; `None`: one replica, as before.
     pub fleet: Option<FleetConfig>,
+}
+
+/// `[models.X.source]`: an MLflow model registry as the source of a model's versions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceConfig {
+    pub tracking_uri: String,
+    /// The registered model's name in MLflow.
+    pub registered_name: String,
+    pub poll: Duration,
+    pub cache_dir: PathBuf,
+    /// The aliases the routing names, and the versions they pointed at when this config was made.
+    pub aliases: BTreeMap<String, u64>,
+    /// The alias the routing's primary was named by (moved to the candidate on promotion).
+    pub primary_alias: Option<String>,
 }
 
 /// `[fleet]`: where the replicas of one fleet keep what they share.
@@ -146,6 +160,8 @@ pub struct ModelConfig {
     pub repository: PathBuf,
     /// The file in each version folder (`model.onnx`, or Triton's `default_model_filename`).
     pub model_filename: String,
+    /// Versions from a model registry (`[models.X.source]`): `repository` is then its cache.
+    pub source: Option<SourceConfig>,
     pub instances: usize,
     pub batching: BatchingConfig,
     pub routing: RoutingConfig,
@@ -334,6 +350,12 @@ fn toml_message(e: &toml::de::Error) -> String {
 
 /// Reads, parses and validates a config file, with command-line overrides applied.
 pub fn load_file(path: &Path, overrides: &Overrides) -> Result<GatewayConfig, ConfigError> {
+    validate::validate(&read_file(path, overrides)?)
+}
+
+/// Reads and parses a config file, with the command line's overrides, not yet validated (a
+/// registry source resolves its aliases in between: `source::load_file`).
+pub fn read_file(path: &Path, overrides: &Overrides) -> Result<RawConfig, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Problem::new("", format!("cannot read {}: {e}", path.display())))?;
     let mut raw = parse(&text).map_err(|mut e| {
@@ -345,7 +367,7 @@ pub fn load_file(path: &Path, overrides: &Overrides) -> Result<GatewayConfig, Co
         e
     })?;
     overrides.apply(&mut raw);
-    validate::validate(&raw)
+    Ok(raw)
 }
 
 /// Parses and validates TOML text (tests and check-config use this too).

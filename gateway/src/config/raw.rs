@@ -58,6 +58,7 @@ pub struct RawRuntime {
 pub struct RawModel {
     pub repository: Option<String>,
     pub model_filename: Option<String>,
+    pub source: Option<RawSource>,
     pub instances: Option<u64>,
     pub batching: Option<RawBatching>,
     pub routing: Option<RawRouting>,
@@ -100,7 +101,7 @@ pub struct RawBatching {
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct RawRouting {
-    pub primary: Option<u64>,
+    pub primary: Option<RawVersion>,
     #[serde(default)]
     pub candidates: Vec<RawWeighted>,
     #[serde(default)]
@@ -114,6 +115,74 @@ pub struct RawRouting {
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct RawWeighted {
-    pub version: Option<u64>,
+    pub version: Option<RawVersion>,
     pub percent: Option<f64>,
+}
+
+/// `[models.X.source]`: versions from a model registry instead of folders.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct RawSource {
+    pub mlflow: Option<RawMlflow>,
+    pub cache_dir: Option<String>,
+    /// Filled by `source::registry::resolve` (never written in a file): the aliases the routing
+    /// named, and the versions they pointed at.
+    #[serde(skip)]
+    pub resolved: std::collections::BTreeMap<String, u64>,
+    /// Filled with `resolved`: the alias the routing's primary was named by.
+    #[serde(skip)]
+    pub primary_alias: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct RawMlflow {
+    pub tracking_uri: Option<String>,
+    pub name: Option<String>,
+    pub poll_s: Option<u64>,
+}
+
+/// A version as written: a number, or `"@alias"` of the model's registry source, which is
+/// resolved to a number before the config is validated (`source::registry`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum RawVersion {
+    Number(u64),
+    Alias(String),
+}
+
+/// The name `RawVersion` deserializes as (a newtype), so that the reference probe can tell it
+/// apart: it takes an integer or a string.
+pub const VERSION_OR_ALIAS: &str = "VersionOrAlias";
+
+impl<'de> Deserialize<'de> for RawVersion {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RawVersion, D::Error> {
+        d.deserialize_newtype_struct(VERSION_OR_ALIAS, VersionVisitor)
+    }
+}
+
+struct VersionVisitor;
+
+impl<'de> serde::de::Visitor<'de> for VersionVisitor {
+    type Value = RawVersion;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a version number or a registry alias (\"@champion\")")
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawVersion, E> {
+        Ok(RawVersion::Number(v))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawVersion, E> {
+        u64::try_from(v)
+            .map(RawVersion::Number)
+            .map_err(|_| E::custom(format!("versions are positive integers, got {v}")))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawVersion, E> {
+        Ok(RawVersion::Alias(v.to_string()))
+    }
+
+    fn visit_newtype_struct<D: serde::Deserializer<'de>>(self, d: D) -> Result<RawVersion, D::Error> {
+        d.deserialize_any(self)
+    }
 }

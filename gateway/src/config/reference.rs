@@ -116,9 +116,14 @@ impl<'de> de::Deserializer<'de> for Probe<'_> {
 
     fn deserialize_newtype_struct<V: Visitor<'de>>(
         self,
-        _name: &'static str,
+        name: &'static str,
         visitor: V,
     ) -> Result<V::Value, Error> {
+        // A version or a registry alias (`RawVersion`): either kind is accepted.
+        if name == super::raw::VERSION_OR_ALIAS {
+            self.record("integer or string");
+            return visitor.visit_u64(1);
+        }
         visitor.visit_newtype_struct(self)
     }
 

@@ -199,13 +199,14 @@ fn model(c: &mut Checker, name: &str, m: &RawModel) -> Option<ModelConfig> {
         );
     }
     let batching = batching(c, &path, m.batching.as_ref());
+    let source = m.source.as_ref().and_then(|s| source(c, &path, s, m.routing.as_ref()));
     let Some(raw_routing) = &m.routing else {
         c.problem(format!("{path}.routing.primary"), "is required");
         return None;
     };
     let routing = routing(c, &path, raw_routing)?;
     let monitor = m.monitor.as_ref().and_then(|raw| monitor(c, &path, raw));
-    let rollout = m.rollout.as_ref().and_then(|raw| rollout(c, &path, raw, &routing));
+    let rollout = m.rollout.as_ref().and_then(|raw| rollout(c, &path, raw, &routing, m.source.is_some()));
     // Labels join only to monitored predictions: without a monitor the gate would hold forever.
     if m.monitor.is_none() && m.rollout.as_ref().is_some_and(|r| r.max_false_positive_rate.is_some()) {
         c.problem(
@@ -219,6 +220,7 @@ fn model(c: &mut Checker, name: &str, m: &RawModel) -> Option<ModelConfig> {
         name: name.to_string(),
         repository,
         model_filename,
+        source,
         instances,
         batching,
         routing,
@@ -256,12 +258,61 @@ fn batching(c: &mut Checker, model_path: &str, b: Option<&RawBatching>) -> Batch
     }
 }
 
+fn source(c: &mut Checker, path: &str, s: &RawSource, routing: Option<&RawRouting>) -> Option<SourceConfig> {
+    let path = format!("{path}.source");
+    let Some(m) = &s.mlflow else {
+        c.problem(format!("{path}.mlflow"), "is required (the registry: { tracking_uri, name, poll_s })");
+        return None;
+    };
+    let tracking_uri = m.tracking_uri.clone().unwrap_or_default();
+    if !tracking_uri.starts_with("http://") {
+        c.problem(
+            format!("{path}.mlflow.tracking_uri"),
+            format!("must be an http:// URL, got {tracking_uri:?}"),
+        );
+    }
+    let registered_name = m.name.clone().unwrap_or_default();
+    if registered_name.is_empty() {
+        c.problem(format!("{path}.mlflow.name"), "is required (the registered model's name)");
+    }
+    let poll = Duration::from_secs(c.range(&format!("{path}.mlflow.poll_s"), m.poll_s, 10, 1, 86_400));
+    let cache_dir = PathBuf::from(s.cache_dir.as_deref().unwrap_or("cache/mlflow"));
+    let primary_alias = match routing.and_then(|r| r.primary.as_ref()) {
+        Some(RawVersion::Alias(a)) => Some(a.trim_start_matches('@').to_string()),
+        _ => s.primary_alias.clone(),
+    };
+    Some(SourceConfig {
+        tracking_uri,
+        registered_name,
+        poll,
+        cache_dir,
+        aliases: s.resolved.clone(),
+        primary_alias,
+    })
+}
+
+/// A version as written: a number; an alias left unresolved (no source, or one the registry did
+/// not resolve) is a problem at `at`.
+fn version_number(c: &mut Checker, at: &str, v: &RawVersion) -> Option<u64> {
+    match v {
+        RawVersion::Number(n) => Some(*n),
+        RawVersion::Alias(a) => {
+            c.problem(
+                at,
+                format!("{a:?} names a registry alias: it needs the model's [source] (an MLflow registry) to resolve it"),
+            );
+            None
+        }
+    }
+}
+
 fn routing(c: &mut Checker, model_path: &str, r: &RawRouting) -> Option<RoutingConfig> {
     let path = format!("{model_path}.routing");
-    let Some(primary) = r.primary else {
+    let Some(primary) = r.primary.as_ref() else {
         c.problem(format!("{path}.primary"), "is required");
         return None;
     };
+    let primary = version_number(c, &format!("{path}.primary"), primary)?;
     if primary == 0 {
         c.problem(format!("{path}.primary"), "versions are positive integers, got 0");
     }
@@ -375,9 +426,13 @@ fn rollout(
     model_path: &str,
     r: &RawRollout,
     routing: &RoutingConfig,
+    from_registry: bool,
 ) -> Option<RolloutConfig> {
     let path = format!("{model_path}.rollout");
-    if routing.candidates.len() != 1 {
+    // A registry's candidate alias may point at the primary's version (it was promoted): then
+    // there is nothing to roll out until the alias moves again.
+    let idle = from_registry && routing.candidates.is_empty();
+    if routing.candidates.len() != 1 && !idle {
         c.problem(
             format!("{model_path}.routing.candidates"),
             format!("a rollout needs exactly one candidate, found {}", routing.candidates.len()),
@@ -434,10 +489,11 @@ fn weighted_list(c: &mut Checker, path: &str, list: &[RawWeighted], primary: u64
     let mut out = Vec::new();
     for (i, w) in list.iter().enumerate() {
         let at = format!("{path}[{i}]");
-        let Some(version) = w.version else {
+        let Some(version) = w.version.as_ref() else {
             c.problem(format!("{at}.version"), "is required");
             continue;
         };
+        let Some(version) = version_number(c, &format!("{at}.version"), version) else { continue };
         let percent = w.percent.unwrap_or(0.0);
         if !(0.0..=100.0).contains(&percent) {
             c.problem(format!("{at}.percent"), format!("must be in 0..=100, got {percent}"));
@@ -560,6 +616,35 @@ routing = { primary = 1, candidates = [{ version = 2, percent = 150.0 }, { versi
         let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(paths, vec!["models.credit-scoring.rollout.max_false_positive_rate"], "{err}");
         check(&format!("{rollout}[models.credit-scoring.monitor]\noutput = \"probabilities\"\n")).unwrap();
+    }
+
+    #[test]
+    fn an_alias_needs_a_registry_source_and_a_source_needs_its_registry() {
+        let err = check(
+            "[models.credit-scoring]\nrepository = \"REPO\"\nrouting = { primary = \"@champion\", candidates = [{ version = \"@challenger\", percent = 5.0 }] }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("models.credit-scoring.routing.primary: \"@champion\" names a registry alias"),
+            "{err}"
+        );
+        let err = check(
+            "[models.credit-scoring]\nrepository = \"REPO\"\nrouting = { primary = 1, candidates = [{ version = \"@challenger\", percent = 5.0 }] }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("models.credit-scoring.routing.candidates[0].version: \"@challenger\""),
+            "{err}"
+        );
+        let err = check(
+            "[models.credit-scoring]\nrepository = \"REPO\"\nrouting = { primary = 1 }\n[models.credit-scoring.source]\nmlflow = { tracking_uri = \"https://x\" }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("source.mlflow.tracking_uri: must be an http:// URL"), "{err}");
+        assert!(err.contains("source.mlflow.name: is required"), "{err}");
     }
 
     #[test]

@@ -120,8 +120,12 @@ impl Monitor {
     pub fn sync_rollouts(&self, registry: &Registry) {
         let snapshot = registry.snapshot();
         let Ok(mut rollouts) = self.rollouts.lock() else { return };
-        let configured: Vec<&ModelConfig> =
-            snapshot.config.models.values().filter(|m| m.rollout.is_some()).collect();
+        let configured: Vec<&ModelConfig> = snapshot
+            .config
+            .models
+            .values()
+            .filter(|m| m.rollout.is_some() && !m.routing.candidates.is_empty())
+            .collect();
         rollouts.retain(|name, _| {
             let keep = configured.iter().any(|m| &m.name == name);
             if !keep {
@@ -212,6 +216,7 @@ impl Monitor {
         }
         (r.state, r.step, r.weight) = (state, step, weight);
         event(model, r, name, &analysis);
+        report(registry, model, r.candidate, name, &analysis.reasons.join("; "));
         r.last = Some((SystemTime::now(), analysis));
         publish_state(model, r);
         registry.reroute(model, Some(r.route()));
@@ -248,6 +253,13 @@ impl Monitor {
         telemetry::count_rollout_event(model, name);
         publish_state(model, r);
         tracing::info!(model, candidate = r.candidate, weight = r.weight, "rollout {name} by the operator");
+        report(
+            registry,
+            model,
+            r.candidate,
+            if name == "abort" { "rollback" } else { name },
+            "by the operator",
+        );
         registry.reroute(model, Some(r.route()));
         Ok(self.describe(model, r))
     }
@@ -308,6 +320,13 @@ pub(super) fn event(model: &str, r: &Rollout, name: &str, a: &Analysis) {
         reasons = %a.reasons.join("; "),
         "rollout {name}"
     );
+}
+
+/// A promotion or rollback reported to the model's registry, when its versions come from one.
+pub(super) fn report(registry: &Registry, model: &str, candidate: u64, event: &str, summary: &str) {
+    if let Some(m) = registry.snapshot().config.models.get(model) {
+        crate::source::registry::report_verdict(m, candidate, event, summary.to_string());
+    }
 }
 
 pub(super) fn no_rollout(model: &str) -> ApiError {

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use super::controller::{Rollout, RolloutState, advance, no_rollout, publish_state};
+use super::controller::{Rollout, RolloutState, advance, no_rollout, publish_state, report};
 use super::feedback::Prediction;
 use super::{Analysis, FeedbackReply, Monitor, WindowStats, judge};
 use crate::fleet::{Fence, Fleet, Published, Taken, now_ms};
@@ -176,6 +176,13 @@ impl Monitor {
             if fleet.is_leader()
                 && let Some((s, d)) = self.lead(fleet, &r, seq, doc.as_ref(), &window).await
             {
+                let event = match d.state {
+                    RolloutState::Promoted => "promote",
+                    RolloutState::RolledBack => "rollback",
+                    _ => "",
+                };
+                let reasons = d.last.as_ref().map(|(_, a)| a.reasons.join("; ")).unwrap_or_default();
+                report(registry, &r.model, d.candidate, event, &reasons);
                 if doc.as_ref().is_none_or(|old| old.window != d.window) {
                     window = WindowStats::default();
                 }
@@ -369,6 +376,13 @@ impl Monitor {
         match fleet.publish_doc(&doc_name(model), &body, seq + 1, Fence::Seq { expected: Some(seq) }).await {
             Ok(Published::Written) => {
                 telemetry::count_rollout_event(model, name);
+                report(
+                    registry,
+                    model,
+                    doc.candidate,
+                    if promote { "promote" } else { "rollback" },
+                    "by the operator",
+                );
                 tracing::info!(
                     model,
                     candidate = doc.candidate,

@@ -17,7 +17,7 @@ use serde::Serialize;
 pub use repository::{ControlMode, IndexEntry, Repository, RepositoryControl, poll_repository};
 pub use watch::watch_file;
 
-use crate::config::{self, ConfigError, GatewayConfig, Overrides, Problem};
+use crate::config::{ConfigError, GatewayConfig, Overrides, Problem};
 use crate::registry::{self, OnFailure, Registry, ServingSnapshot};
 use crate::source;
 use crate::telemetry;
@@ -99,7 +99,7 @@ impl Reloader {
 
     async fn reload_locked(&self, trigger: &str) -> Result<ReloadReport, ReloadRefused> {
         let refuse = |problems: Vec<Problem>| ReloadRefused { trigger: trigger.to_string(), problems };
-        let mut next_config = self.read().map_err(|e| refuse(e.problems))?;
+        let mut next_config = self.read().await.map_err(|e| refuse(e.problems))?;
         let current = self.registry.snapshot();
         let restart_required = keep_running_settings(&current.config, &mut next_config);
         let next_config = Arc::new(next_config);
@@ -126,9 +126,9 @@ impl Reloader {
         })
     }
 
-    fn read(&self) -> Result<GatewayConfig, ConfigError> {
+    async fn read(&self) -> Result<GatewayConfig, ConfigError> {
         match &self.source {
-            ConfigSource::File { path, overrides } => config::load_file(path, overrides),
+            ConfigSource::File { path, overrides } => source::load_file(path, overrides).await,
             ConfigSource::Repository { control, overrides } => {
                 source::repository_config(&control.dir, overrides, control.selection().as_ref())
             }

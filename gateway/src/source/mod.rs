@@ -1,12 +1,15 @@
 //! Where versions come from: plain folders (`config::repository`), Triton model repositories
 //! (`triton`: `config.pbtxt`, version policies, auto-completed configs) and an MLflow model
-//! registry (`mlflow`, with its content-addressed artifact `cache`). Each yields files and
+//! registry (`mlflow`, the REST client, with its content-addressed artifact `cache`; `registry`,
+//! its place in the reload path: aliases resolved, versions fetched, the registry polled, rollout
+//! verdicts reported back). Each yields files and
 //! settings that `reload` prepares through the one prepare → flip path; none of them knows about
 //! routing or requests.
 
 pub mod cache;
 pub mod mlflow;
 pub mod pbtxt;
+pub mod registry;
 pub mod triton;
 
 use std::collections::BTreeSet;
@@ -22,4 +25,12 @@ pub fn repository_config(
     selection: Option<&BTreeSet<String>>,
 ) -> Result<GatewayConfig, ConfigError> {
     config::from_scanned(triton::scan(dir, selection)?, overrides, selection.is_some())
+}
+
+/// Reads a config file: parsed, registry aliases resolved and their versions fetched
+/// (`registry::resolve`), then validated. The one way a config file is loaded.
+pub async fn load_file(path: &Path, overrides: &Overrides) -> Result<GatewayConfig, ConfigError> {
+    let mut raw = config::read_file(path, overrides)?;
+    registry::resolve(&mut raw).await?;
+    config::from_raw(&raw)
 }

@@ -15,7 +15,8 @@ use std::path::Path;
 
 use super::pbtxt::{self, Field, Value};
 use crate::config::{
-    ConfigError, Problem, RawBatching, RawConfig, RawModel, RawRouting, valid_model_name, versions_on_disk,
+    ConfigError, Problem, RawBatching, RawConfig, RawModel, RawRouting, RawVersion, valid_model_name,
+    versions_on_disk,
 };
 
 /// Triton's `--backend-config=default-max-batch-size`, what its auto-complete gives a model that
@@ -284,7 +285,7 @@ pub fn read_model(repo: &Path, name: &str) -> Found {
         instances: config.instances,
         batching,
         routing: Some(RawRouting {
-            primary: Some(primary),
+            primary: Some(RawVersion::Number(primary)),
             versions: older.to_vec(),
             ..RawRouting::default()
         }),

@@ -42,6 +42,7 @@ pub const FLEET_WRITES: &str = "gateway_fleet_writes_total";
 pub const FLEET_LEADER: &str = "gateway_fleet_leader";
 pub const FLEET_CONNECTED: &str = "gateway_fleet_connected";
 pub const ROUTING_GENERATION: &str = "gateway_routing_generation";
+pub const REGISTRY_POLLS: &str = "gateway_registry_polls_total";
 
 const SECONDS_BUCKETS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -131,6 +132,7 @@ fn describe() {
     metrics::describe_counter!(FLEET_WRITES, "Writes to the fleet's shared state (Redis), by outcome");
     metrics::describe_gauge!(FLEET_LEADER, "1 on the replica that judges the fleet's rollouts");
     metrics::describe_gauge!(FLEET_CONNECTED, "1 while the fleet's Redis answers");
+    metrics::describe_counter!(REGISTRY_POLLS, "Model registry polls and reports, by outcome");
     metrics::describe_gauge!(
         ROUTING_GENERATION,
         "The routing generation serving now (answers carry it in x-gateway-generation)"
@@ -514,4 +516,9 @@ pub fn fleet_connected() -> Gauge {
 /// `gateway_routing_generation`: the generation now serving.
 pub fn routing_generation(generation: u64) {
     metrics::gauge!(ROUTING_GENERATION).set(generation as f64);
+}
+
+/// `gateway_registry_polls_total{outcome}`: unchanged, changed, failed, report_failed.
+pub fn count_registry_poll(outcome: &'static str) {
+    metrics::counter!(REGISTRY_POLLS, "outcome" => outcome).increment(1);
 }
