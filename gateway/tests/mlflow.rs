@@ -424,7 +424,7 @@ async fn answering(gw: &common::TestGateway, n: usize) -> std::collections::BTre
 #[ignore = "needs mlflow (scripts/mlflow/setup.sh)"]
 async fn the_gateway_serves_aliases_follows_them_and_promotes_through_the_registry() {
     let scratch = Scratch::new("gateway");
-    let server = Server::start(&scratch.0);
+    let mut server = Server::start(&scratch.0);
     register_credit_scoring(&server); // champion → 1, challenger → 2
     let gw = gateway_on(&server, &scratch.0).await;
     let client = client(&server);
@@ -459,6 +459,21 @@ async fn the_gateway_serves_aliases_follows_them_and_promotes_through_the_regist
         assert!(started.elapsed() < Duration::from_secs(30), "the moved challenger alias was not followed");
         tokio::time::sleep(Duration::from_millis(100)).await; // polling the registry poller
     }
+
+    // The registry goes away: what is loaded keeps serving, and /admin/models says so.
+    server.stop();
+    let started = Instant::now();
+    loop {
+        let models = gw.get_at(gw.admin, "/admin/models").await.json();
+        let poll = models["models"][0]["registry"].clone();
+        if poll["outcome"] == "failed" {
+            assert!(poll["error"].as_str().is_some_and(|e| !e.is_empty()), "{poll}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the failed poll never showed: {models}");
+        tokio::time::sleep(Duration::from_millis(100)).await; // polling the registry poller
+    }
+    assert!(!answering(&gw, 10).await.is_empty());
     gw.stop().await;
 }
 

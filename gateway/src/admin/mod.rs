@@ -152,7 +152,13 @@ fn model_state(m: &ServedModel) -> Value {
             })
         })
         .collect();
-    json!({ "name": m.name, "ready": m.is_ready(), "failure": m.failure, "versions": versions })
+    let mut state =
+        json!({ "name": m.name, "ready": m.is_ready(), "failure": m.failure, "versions": versions });
+    if let Some(poll) = crate::source::registry::poll_status(&m.name) {
+        // A registry-sourced model: what its last poll found (a failure keeps what is loaded).
+        state["registry"] = json!(poll);
+    }
+    state
 }
 
 fn routing(registry: &Registry) -> Value {

@@ -7,15 +7,17 @@
 //!   candidate or shadow alias that now points at the primary's version is dropped (the
 //!   challenger became the champion). Any failure refuses the whole config, so a reload keeps
 //!   what serves and the poll retries.
-//! - **Poll** (`poll_registries`): every `poll_s` the registry's aliases are read; when one the
-//!   routing uses moved, the config is reloaded through the one reload path.
+//! - **Poll** (`poll_registries`): every `poll_s` the registry's aliases are read (doubling the
+//!   wait while it fails, up to 5 minutes); when one the routing uses moved, the config is
+//!   reloaded through the one reload path. `/admin/models` shows each model's last poll.
 //! - **Report back** (`report_verdict`): a rollout that promotes moves the primary's alias to the
 //!   candidate's version and tags it with the verdict's numbers; a rollback tags the candidate.
 //!   Off the request path, on a task of its own; a failure is logged and counted.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
@@ -147,14 +149,43 @@ async fn link(dir: &Path, model: &str, version: u64, cached: &CachedModel) -> Re
     .map_err(|e| format!("cannot link {} into {}: {e}", cached.path.display(), dir.display()))
 }
 
-/// Reads the aliases of every registry-sourced model every `poll_s`, and reloads when one the
-/// routing uses points elsewhere now. Until shutdown.
+/// The last poll of each registry-sourced model, for `/admin/models`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PollStatus {
+    pub outcome: &'static str,
+    pub at_unix: u64,
+    /// Why the last poll or the reload it asked for failed.
+    pub error: Option<String>,
+    /// Failed polls in a row (the next waits `poll_s` doubled as many times, up to 5 minutes).
+    pub failures: u32,
+}
+
+static STATUS: Mutex<BTreeMap<String, PollStatus>> = Mutex::new(BTreeMap::new());
+
+/// The last poll of `model`'s registry, if it has one.
+pub fn poll_status(model: &str) -> Option<PollStatus> {
+    STATUS.lock().ok()?.get(model).cloned()
+}
+
+fn set_status(model: &str, outcome: &'static str, error: Option<String>) -> u32 {
+    let Ok(mut all) = STATUS.lock() else { return 0 };
+    let at_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let failures = if error.is_some() { all.get(model).map_or(0, |s| s.failures) + 1 } else { 0 };
+    all.insert(model.to_string(), PollStatus { outcome, at_unix, error, failures });
+    failures
+}
+
+/// The longest wait between polls of a failing registry.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Reads the aliases of every registry-sourced model every `poll_s` (backing off while its
+/// registry fails), and reloads when one the routing uses points elsewhere now. Until shutdown.
 pub async fn poll_registries(
     reloader: Arc<Reloader>,
     registry: Arc<Registry>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let tick = std::time::Duration::from_secs(1);
+    let tick = Duration::from_secs(1);
     let mut next: BTreeMap<String, tokio::time::Instant> = BTreeMap::new();
     loop {
         tokio::select! {
@@ -169,20 +200,29 @@ pub async fn poll_registries(
             if next.get(&m.name).is_some_and(|t| now < *t) {
                 continue;
             }
-            next.insert(m.name.clone(), now + source.poll);
-            if let Some(change) = alias_moved(m).await {
-                moved.push(change);
+            let (change, failures) = alias_moved(m).await;
+            let backoff = source.poll.saturating_mul(1 << failures.min(8)).min(MAX_BACKOFF.max(source.poll));
+            next.insert(m.name.clone(), now + backoff);
+            if let Some(change) = change {
+                moved.push((m.name.clone(), change));
             }
         }
         if !moved.is_empty() {
-            let _ = reloader.reload(&format!("registry: {}", moved.join(", "))).await;
+            let what: Vec<&str> = moved.iter().map(|(_, c)| c.as_str()).collect();
+            if let Err(refused) = reloader.reload(&format!("registry: {}", what.join(", "))).await {
+                let why: Vec<String> = refused.problems.iter().map(ToString::to_string).collect();
+                for (model, _) in &moved {
+                    set_status(model, "reload_refused", Some(why.join("; ")));
+                }
+            }
         }
     }
 }
 
-/// What moved among the aliases `m`'s routing uses, if anything (counted either way).
-async fn alias_moved(m: &ModelConfig) -> Option<String> {
-    let source = m.source.as_ref()?;
+/// What moved among the aliases `m`'s routing uses, if anything (counted and kept for
+/// `/admin/models` either way), and how many polls in a row failed.
+async fn alias_moved(m: &ModelConfig) -> (Option<String>, u32) {
+    let Some(source) = m.source.as_ref() else { return (None, 0) };
     let read = match MlflowClient::new(&source.tracking_uri) {
         Ok(client) => client.aliases(&source.registered_name).await,
         Err(e) => Err(e),
@@ -192,7 +232,7 @@ async fn alias_moved(m: &ModelConfig) -> Option<String> {
         Err(e) => {
             telemetry::count_registry_poll("failed");
             tracing::warn!(model = m.name.as_str(), "registry poll failed ({e}); serving what is loaded");
-            return None;
+            return (None, set_status(&m.name, "failed", Some(e.to_string())));
         }
     };
     let moved: Vec<String> = source
@@ -201,8 +241,10 @@ async fn alias_moved(m: &ModelConfig) -> Option<String> {
         .filter(|(alias, v)| aliases.get(*alias) != Some(v))
         .map(|(alias, v)| format!("{}@{alias}: {v} -> {:?}", m.name, aliases.get(alias)))
         .collect();
-    telemetry::count_registry_poll(if moved.is_empty() { "unchanged" } else { "changed" });
-    (!moved.is_empty()).then(|| moved.join(", "))
+    let outcome = if moved.is_empty() { "unchanged" } else { "changed" };
+    telemetry::count_registry_poll(outcome);
+    set_status(&m.name, outcome, None);
+    ((!moved.is_empty()).then(|| moved.join(", ")), 0)
 }
 
 /// A rollout verdict reported to the registry (see the module docs), on a task of its own.
