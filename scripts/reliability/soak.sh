@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Soak: one release gateway, REQUESTS requests (default 1,000,000) of a mixed load, and a reload
 # every second; PASS when the gateway's RSS at the end is at most 1.2x its RSS after the first
-# 100k requests, no request failed for an unexpected reason, and every reload was applied.
+# 300k requests, no request failed for an unexpected reason, and every reload was applied.
 #
 #   scripts/reliability/soak.sh [REQUESTS [FLAGS of the soak binary...]]
 #
@@ -26,10 +26,15 @@ requests=${1:-1000000}
 shift $(( $# > 0 ? 1 : 0 ))
 source "$(dirname "$0")/lib.sh"
 
-# The RSS check compares the end with the state after the first 100k requests, so every bounded
+# The RSS check compares the end with the state after the first 300k requests, so every bounded
 # structure must have reached its bound by then: about 2% of the mix's requests store a new id,
 # so the feedback store (its capacity: FEEDBACK_CAPACITY, default 1,000) is full after ~50k. With
 # the default capacity (100,000) the store keeps filling to its bound through the whole run.
+# Why 300k and not 100k: the allocator's arenas and ONNX Runtime's (every version is reloaded
+# each second) keep settling for the first ~30 reloads. Measured on one 2-core machine, December
+# 2026, four runs of two near-identical builds: RSS at 100k requests 43.0-46.7 MiB, at the end
+# 50.1-53.7 MiB, so 1.10x, 1.13x, 1.18x and 1.24x from 100k (the 100k baseline is noise), and
+# 1.04x-1.09x from 300k. A leak still fails: the feedback store's old one grew RSS 2.21x.
 feedback_capacity=${FEEDBACK_CAPACITY:-1000}
 
 build gateway reliability

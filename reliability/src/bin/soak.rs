@@ -65,8 +65,9 @@ struct Args {
     /// Sample RSS every this many requests.
     #[arg(long, default_value_t = 10_000)]
     rss_every: u64,
-    /// The RSS baseline: the first sample at or after this many requests.
-    #[arg(long, default_value_t = 100_000)]
+    /// The RSS baseline: the first sample at or after this many requests (after the allocators
+    /// have settled: see scripts/reliability/soak.sh).
+    #[arg(long, default_value_t = 300_000)]
     baseline_at: u64,
     /// Largest accepted final RSS / baseline RSS.
     #[arg(long, default_value_t = 1.2)]
