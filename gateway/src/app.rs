@@ -20,9 +20,10 @@ use crate::inference::Inference;
 use crate::monitor::{Monitor, run_fleet, run_rollouts};
 use crate::onnx::{self, OnnxError};
 use crate::registry::{self, OnFailure, Registry};
-use crate::reload::{ConfigSource, ControlMode, Reloader, Repository, poll_repository, watch_file};
+use crate::reload::{
+    ConfigSource, ControlMode, Reloader, Repository, poll_registries, poll_repository, watch_file,
+};
 use crate::shadow::Shadows;
-use crate::source::registry::poll_registries;
 use crate::telemetry;
 
 #[derive(Debug, thiserror::Error)]

@@ -6,6 +6,7 @@
 //! Settings that cannot change while running (listen addresses, connection limits, the admin
 //! token) keep their running values; a reload that changes them says so.
 
+mod registry_poll;
 mod repository;
 mod watch;
 
@@ -14,6 +15,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+pub use registry_poll::poll_registries;
 pub use repository::{ControlMode, IndexEntry, Repository, RepositoryControl, poll_repository};
 pub use watch::watch_file;
 

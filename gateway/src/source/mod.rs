@@ -1,10 +1,9 @@
 //! Where versions come from: plain folders (`config::repository`), Triton model repositories
 //! (`triton`: `config.pbtxt`, version policies, auto-completed configs) and an MLflow model
 //! registry (`mlflow`, the REST client, with its content-addressed artifact `cache`; `registry`,
-//! its place in the reload path: aliases resolved, versions fetched, the registry polled, rollout
-//! verdicts reported back). Each yields files and
-//! settings that `reload` prepares through the one prepare → flip path; none of them knows about
-//! routing or requests.
+//! its place in the reload path: aliases resolved, versions fetched, aliases read for the poll,
+//! rollout verdicts reported back). Each yields files and settings that `reload` prepares through
+//! the one prepare → flip path; none of them knows about routing or requests.
 
 pub mod cache;
 pub mod mlflow;

@@ -7,7 +7,7 @@
 //!   candidate or shadow alias that now points at the primary's version is dropped (the
 //!   challenger became the champion). Any failure refuses the whole config, so a reload keeps
 //!   what serves and the poll retries.
-//! - **Poll** (`poll_registries`): every `poll_s` the registry's aliases are read (doubling the
+//! - **Poll** (`alias_moved`, driven by `reload::poll_registries`): every `poll_s` the registry's aliases are read (doubling the
 //!   wait while it fails, up to 5 minutes); when one the routing uses moved, the config is
 //!   reloaded through the one reload path. `/admin/models` shows each model's last poll.
 //! - **Report back** (`report_verdict`): a rollout that promotes moves the primary's alias to the
@@ -16,16 +16,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use tokio::sync::watch;
 
 use super::cache::{Cache, CachedModel};
 use super::mlflow::MlflowClient;
 use crate::config::{ConfigError, ModelConfig, Problem, RawConfig, RawModel, RawVersion};
-use crate::registry::Registry;
-use crate::reload::Reloader;
 use crate::telemetry;
 
 /// Resolves every registry-sourced model of `raw` (see the module docs); all problems at once.
@@ -167,7 +163,7 @@ pub fn poll_status(model: &str) -> Option<PollStatus> {
     STATUS.lock().ok()?.get(model).cloned()
 }
 
-fn set_status(model: &str, outcome: &'static str, error: Option<String>) -> u32 {
+pub fn set_status(model: &str, outcome: &'static str, error: Option<String>) -> u32 {
     let Ok(mut all) = STATUS.lock() else { return 0 };
     let at_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let failures = if error.is_some() { all.get(model).map_or(0, |s| s.failures) + 1 } else { 0 };
@@ -176,52 +172,11 @@ fn set_status(model: &str, outcome: &'static str, error: Option<String>) -> u32 
 }
 
 /// The longest wait between polls of a failing registry.
-const MAX_BACKOFF: Duration = Duration::from_secs(300);
-
-/// Reads the aliases of every registry-sourced model every `poll_s` (backing off while its
-/// registry fails), and reloads when one the routing uses points elsewhere now. Until shutdown.
-pub async fn poll_registries(
-    reloader: Arc<Reloader>,
-    registry: Arc<Registry>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let tick = Duration::from_secs(1);
-    let mut next: BTreeMap<String, tokio::time::Instant> = BTreeMap::new();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(tick) => {}
-            _ = shutdown.changed() => return,
-        }
-        let snapshot = registry.snapshot();
-        let now = tokio::time::Instant::now();
-        let mut moved = Vec::new();
-        for m in snapshot.config.models.values() {
-            let Some(source) = &m.source else { continue };
-            if next.get(&m.name).is_some_and(|t| now < *t) {
-                continue;
-            }
-            let (change, failures) = alias_moved(m).await;
-            let backoff = source.poll.saturating_mul(1 << failures.min(8)).min(MAX_BACKOFF.max(source.poll));
-            next.insert(m.name.clone(), now + backoff);
-            if let Some(change) = change {
-                moved.push((m.name.clone(), change));
-            }
-        }
-        if !moved.is_empty() {
-            let what: Vec<&str> = moved.iter().map(|(_, c)| c.as_str()).collect();
-            if let Err(refused) = reloader.reload(&format!("registry: {}", what.join(", "))).await {
-                let why: Vec<String> = refused.problems.iter().map(ToString::to_string).collect();
-                for (model, _) in &moved {
-                    set_status(model, "reload_refused", Some(why.join("; ")));
-                }
-            }
-        }
-    }
-}
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// What moved among the aliases `m`'s routing uses, if anything (counted and kept for
 /// `/admin/models` either way), and how many polls in a row failed.
-async fn alias_moved(m: &ModelConfig) -> (Option<String>, u32) {
+pub async fn alias_moved(m: &ModelConfig) -> (Option<String>, u32) {
     let Some(source) = m.source.as_ref() else { return (None, 0) };
     let read = match MlflowClient::new(&source.tracking_uri) {
         Ok(client) => client.aliases(&source.registered_name).await,
