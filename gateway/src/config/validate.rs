@@ -199,7 +199,7 @@ fn model(c: &mut Checker, name: &str, m: &RawModel) -> Option<ModelConfig> {
         );
     }
     let batching = batching(c, &path, m.batching.as_ref());
-    let source = m.source.as_ref().and_then(|s| source(c, &path, s, m.routing.as_ref()));
+    let source = m.source.as_ref().and_then(|s| source(c, &path, s));
     let Some(raw_routing) = &m.routing else {
         c.problem(format!("{path}.routing.primary"), "is required");
         return None;
@@ -258,7 +258,7 @@ fn batching(c: &mut Checker, model_path: &str, b: Option<&RawBatching>) -> Batch
     }
 }
 
-fn source(c: &mut Checker, path: &str, s: &RawSource, routing: Option<&RawRouting>) -> Option<SourceConfig> {
+fn source(c: &mut Checker, path: &str, s: &RawSource) -> Option<SourceConfig> {
     let path = format!("{path}.source");
     let Some(m) = &s.mlflow else {
         c.problem(format!("{path}.mlflow"), "is required (the registry: { tracking_uri, name, poll_s })");
@@ -277,17 +277,14 @@ fn source(c: &mut Checker, path: &str, s: &RawSource, routing: Option<&RawRoutin
     }
     let poll = Duration::from_secs(c.range(&format!("{path}.mlflow.poll_s"), m.poll_s, 10, 1, 86_400));
     let cache_dir = PathBuf::from(s.cache_dir.as_deref().unwrap_or("cache/mlflow"));
-    let primary_alias = match routing.and_then(|r| r.primary.as_ref()) {
-        Some(RawVersion::Alias(a)) => Some(a.trim_start_matches('@').to_string()),
-        _ => s.primary_alias.clone(),
-    };
     Some(SourceConfig {
         tracking_uri,
         registered_name,
         poll,
         cache_dir,
         aliases: s.resolved.clone(),
-        primary_alias,
+        // Resolution replaced the routing's alias by its number and kept the alias here.
+        primary_alias: s.primary_alias.clone(),
     })
 }
 

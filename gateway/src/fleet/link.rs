@@ -4,7 +4,6 @@
 
 use std::future::Future;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use metrics::Gauge;
@@ -20,7 +19,7 @@ pub const CALL_TIMEOUT: Duration = Duration::from_millis(500);
 pub(super) struct Link {
     client: redis::Client,
     conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
-    up: AtomicBool,
+    /// Since when Redis has not answered (`None`: up).
     down_since: Mutex<Option<Instant>>,
     gauge: Gauge,
 }
@@ -33,14 +32,13 @@ impl Link {
         Ok(Link {
             client,
             conn: tokio::sync::Mutex::new(None),
-            up: AtomicBool::new(false),
             down_since: Mutex::new(Some(Instant::now())),
             gauge,
         })
     }
 
     pub fn up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
+        self.down_since().is_none()
     }
 
     /// Since when Redis has been unreachable (`None` while it answers).
@@ -111,14 +109,13 @@ impl Link {
     }
 
     fn mark(&self, up: bool) {
-        let was = self.up.swap(up, Ordering::Relaxed);
-        if was == up {
+        let Ok(mut since) = self.down_since.lock() else { return };
+        if since.is_none() == up {
             return;
         }
+        *since = if up { None } else { Some(Instant::now()) };
+        drop(since);
         self.gauge.set(if up { 1.0 } else { 0.0 });
-        if let Ok(mut since) = self.down_since.lock() {
-            *since = if up { None } else { Some(Instant::now()) };
-        }
         if up {
             tracing::info!("fleet: Redis reachable; shared state resumes");
         } else {

@@ -245,7 +245,8 @@ impl Monitor {
     ) -> Option<(u64, Doc)> {
         let now = now_ms();
         let interval = r.config.step_interval.as_millis() as u64;
-        let (next, event, analysis) = match doc {
+        // What to publish, the event it counts (none for a republish), and its sequence number.
+        let (next, event, analysis, next_seq) = match doc {
             Some(d) if d.id == r.id => {
                 let due = matches!(d.state, RolloutState::Progressing | RolloutState::InsufficientData)
                     && now >= d.next_judge_unix_ms;
@@ -264,26 +265,13 @@ impl Monitor {
                     by: fleet.replica().to_string(),
                     ..d.clone()
                 };
-                (next, event, Some(analysis))
+                (next, Some(event), Some(analysis), seq + 1)
             }
             // Redis lost the state (restarted empty): publish what the fleet had, as applied here.
+            // Its sequence number continues the fleet's, so every replica applies it.
             None if r.applied.is_some() => {
                 let next = Doc { by: fleet.replica().to_string(), ..r.applied.clone()? };
-                let body = serde_json::to_string(&next).ok()?;
-                let seq = r.seq + 1;
-                return match fleet
-                    .publish_doc(&doc_name(&r.model), &body, seq, Fence::Leader { expected: Some(0) })
-                    .await
-                {
-                    Ok(Published::Written) => {
-                        tracing::info!(
-                            model = r.model.as_str(),
-                            "fleet: rollout state republished after Redis lost it"
-                        );
-                        Some((seq, next))
-                    }
-                    _ => None,
-                };
+                (next, None, None, r.seq + 1)
             }
             _ => {
                 let next = Doc {
@@ -298,18 +286,26 @@ impl Monitor {
                     last: None,
                     by: fleet.replica().to_string(),
                 };
-                (next, "start", None)
+                (next, Some("start"), None, seq + 1)
             }
         };
         let body = serde_json::to_string(&next).ok()?;
         match fleet
-            .publish_doc(&doc_name(&r.model), &body, seq + 1, Fence::Leader { expected: Some(seq) })
+            .publish_doc(&doc_name(&r.model), &body, next_seq, Fence::Leader { expected: Some(seq) })
             .await
         {
             Ok(Published::Written) => {
-                telemetry::count_rollout_event(&r.model, event);
-                log_event(&r.model, &next, event, analysis.as_ref());
-                Some((seq + 1, next))
+                match event {
+                    Some(event) => {
+                        telemetry::count_rollout_event(&r.model, event);
+                        log_event(&r.model, &next, event, analysis.as_ref());
+                    }
+                    None => tracing::info!(
+                        model = r.model.as_str(),
+                        "fleet: rollout state republished after Redis lost it"
+                    ),
+                }
+                Some((next_seq, next))
             }
             _ => None,
         }

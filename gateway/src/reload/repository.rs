@@ -136,7 +136,7 @@ impl Repository {
         {
             for (name, found) in models.into_iter().filter(|(n, _)| !seen.contains(n)) {
                 let reason = match found {
-                    Found::Serve(_) => "unloaded".to_string(),
+                    Found::Serve { .. } => "unloaded".to_string(),
                     Found::LeftOut(reason) => reason,
                 };
                 entries.push(IndexEntry { name, version: String::new(), state: "UNAVAILABLE", reason });
@@ -150,12 +150,11 @@ impl Repository {
     /// Loads (or reloads) `model` from the repository: explicit mode only.
     pub async fn load(&self, model: &str) -> Result<(), ApiError> {
         let control = self.explicit(model, "load")?;
-        match triton::read_model(&control.dir, model) {
-            _ if !control.dir.join(model).is_dir() => {
-                return Err(failed("load", model, "no such model folder in the repository"));
-            }
-            Found::LeftOut(reason) => return Err(failed("load", model, &reason)),
-            Found::Serve(_) => {}
+        if !control.dir.join(model).is_dir() {
+            return Err(failed("load", model, "no such model folder in the repository"));
+        }
+        if let Found::LeftOut(reason) = triton::read_model(&control.dir, model) {
+            return Err(failed("load", model, &reason));
         }
         let was_loaded = control.selection().is_some_and(|s| s.contains(model));
         control.set_loaded(model, true);

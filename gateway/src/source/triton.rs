@@ -128,11 +128,7 @@ impl TritonConfig {
     }
 
     fn instance_groups(&mut self, f: &Field) -> Result<(), String> {
-        let groups = match &f.value {
-            Value::List(items) => items.clone(),
-            v => vec![v.clone()],
-        };
-        for g in groups {
+        for g in items(f) {
             let Value::Message(fields) = g else { return Err("instance_group: expected { ... }".into()) };
             let mut count = 1;
             for sub in &fields {
@@ -150,11 +146,7 @@ impl TritonConfig {
     }
 
     fn note_tensor_settings(&mut self, f: &Field) {
-        let items = match &f.value {
-            Value::List(items) => items.clone(),
-            v => vec![v.clone()],
-        };
-        for item in items {
+        for item in items(f) {
             let Value::Message(fields) = item else { continue };
             for sub in fields {
                 if !matches!(sub.name.as_str(), "name" | "data_type" | "dims" | "optional") {
@@ -162,6 +154,14 @@ impl TritonConfig {
                 }
             }
         }
+    }
+}
+
+/// A repeated field's values: a list `[...]`, or the one value written.
+fn items(f: &Field) -> Vec<Value> {
+    match &f.value {
+        Value::List(items) => items.clone(),
+        v => vec![v.clone()],
     }
 }
 
@@ -177,13 +177,8 @@ fn version_policy(f: &Field) -> Result<VersionPolicy, String> {
         "specific" => {
             let mut versions = Vec::new();
             for s in message(kind)?.iter().filter(|s| s.name == "versions") {
-                match &s.value {
-                    Value::List(items) => {
-                        for i in items {
-                            versions.push(scalar_number(i, "version_policy.specific.versions")?);
-                        }
-                    }
-                    v => versions.push(scalar_number(v, "version_policy.specific.versions")?),
+                for v in items(s) {
+                    versions.push(scalar_number(&v, "version_policy.specific.versions")?);
                 }
             }
             Ok(VersionPolicy::Specific(versions))
@@ -219,10 +214,12 @@ fn scalar_number(v: &Value, what: &str) -> Result<u64, String> {
     }
 }
 
-/// One model folder of a repository: served as `model`, or left out with `reason`.
+/// One model folder of a repository: served as `model` (with `notes` on what of its
+/// `config.pbtxt` is not applied), or left out with `reason`. Nothing is logged here: the index
+/// reads repositories on every call, and only a scan that serves them says what it noticed.
 #[derive(Debug, Clone)]
 pub enum Found {
-    Serve(Box<RawModel>),
+    Serve { model: Box<RawModel>, notes: Vec<String> },
     LeftOut(String),
 }
 
@@ -240,18 +237,17 @@ pub fn read_model(repo: &Path, name: &str) -> Found {
     if let Some(reason) = config.foreign_backend() {
         return Found::LeftOut(reason);
     }
-    if config.name.as_deref().is_some_and(|n| n != name) {
-        tracing::warn!(
-            model = name,
-            "{}: name {:?} differs from its folder; the folder's name is used",
-            config_path.display(),
-            config.name
-        );
+    let mut notes = Vec::new();
+    if let Some(other) = config.name.as_deref().filter(|n| *n != name) {
+        notes.push(format!(
+            "{}: name {other:?} differs from its folder; the folder's name is used",
+            config_path.display()
+        ));
     }
     if !config.ignored.is_empty() {
         let mut ignored = config.ignored.clone();
         ignored.dedup();
-        tracing::warn!(model = name, fields = ?ignored, "{}: fields not applied by the gateway", config_path.display());
+        notes.push(format!("{}: fields not applied by the gateway: {ignored:?}", config_path.display()));
     }
     let file = config.default_model_filename.clone().unwrap_or_else(|| DEFAULT_MODEL_FILENAME.to_string());
     let on_disk = versions_on_disk(repo, name, &file);
@@ -279,7 +275,7 @@ pub fn read_model(repo: &Path, name: &str) -> Found {
             max_queue: None,
         })
     };
-    Found::Serve(Box::new(RawModel {
+    let model = Box::new(RawModel {
         repository: Some(repo.display().to_string()),
         model_filename: config.default_model_filename,
         instances: config.instances,
@@ -290,7 +286,8 @@ pub fn read_model(repo: &Path, name: &str) -> Found {
             ..RawRouting::default()
         }),
         ..RawModel::default()
-    }))
+    });
+    Found::Serve { model, notes }
 }
 
 /// Every model folder of `dir` (valid names only), with what it serves or why not.
@@ -321,8 +318,11 @@ pub fn scan(dir: &Path, selection: Option<&BTreeSet<String>>) -> Result<RawConfi
             continue;
         }
         match found {
-            Found::Serve(m) => {
-                models.insert(name, *m);
+            Found::Serve { model, notes } => {
+                for note in notes {
+                    tracing::warn!(model = name.as_str(), "{note}");
+                }
+                models.insert(name, *model);
             }
             Found::LeftOut(reason) => tracing::warn!(model = name.as_str(), "not served: {reason}"),
         }
