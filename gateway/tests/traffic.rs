@@ -143,13 +143,14 @@ async fn pins_choose_the_version_and_skip_the_split() {
 const SHADOWED: &str = r#"
 [models.credit-scoring]
 repository = "REPO"
-routing = { primary = 1, shadows = [{ version = 3, percent = 100.0 }], pin_header = "x-model-version" }
+routing = { primary = 1, shadows = [{ version = 3, percent = 100.0 }], pin_header = "x-model-version", shadow_max_in_flight = 100 }
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shadows_see_every_routed_request_and_are_compared() {
     // The shadow's deadline is request_timeout_ms, and its worker runs only on CPU nothing else
-    // wants: a long deadline keeps a machine busy with other tests from timing the copies out.
+    // wants: a long deadline keeps a machine busy with other tests from timing the copies out,
+    // and a budget above the 50 copies (SHADOWED) keeps a lagging worker from dropping any.
     let gw = common::start_with_server(SHADOWED, "request_timeout_ms = 120000").await;
     let n = 50;
     for _ in 0..n {

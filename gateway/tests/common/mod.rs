@@ -239,7 +239,10 @@ impl TestGateway {
             if done(&text) {
                 return text;
             }
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}; last scrape:\n{text}"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await; // polling interval, not a wait-and-hope
         }
     }
