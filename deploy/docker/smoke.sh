@@ -78,7 +78,10 @@ live=$(printf '\0\0\0\0\0' | curl -sS --max-time 5 --http2-prior-knowledge -H 'c
 [[ $live == 00000000020801 ]] || fail "gRPC ServerLive answered '$live'"
 echo "smoke: gRPC ServerLive: live"
 
-curl -fsS --max-time 5 "http://127.0.0.1:$admin/metrics" | grep -q '^gateway_' || fail "no gateway_ metrics on the admin port"
+# Read the whole page before matching: `curl | grep -q` under pipefail fails when grep stops
+# reading at the first match and curl cannot write the rest.
+metrics=$(curl -fsS --max-time 5 "http://127.0.0.1:$admin/metrics") || fail "admin /metrics did not answer"
+grep -q '^gateway_' <<<"$metrics" || fail "no gateway_ metrics on the admin port"
 code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$admin/admin/models")
 [[ $code == 401 || $code == 403 ]] || fail "/admin/models without the token answered $code"
 curl -fsS -o /dev/null --max-time 5 -H "Authorization: Bearer $token" "http://127.0.0.1:$admin/admin/models" ||
