@@ -30,7 +30,7 @@ while [ $# -gt 0 ]; do
 done
 results_dir perf-analyzer-
 
-if ! ldconfig -p | grep 'libb64\.so\.0d' >/dev/null; then
+if [[ $(ldconfig -p) != *libb64.so.0d* ]]; then
     log "perf_analyzer needs libb64.so.0d: apt-get install -y libb64-0d"
     exit 1
 fi

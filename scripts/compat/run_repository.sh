@@ -19,7 +19,7 @@ compat_enter "${1:-}"
 
 VENV=${COMPAT_REPOSITORY_VENV:-/tmp/gateway-compat-repository-venv}
 compat_venv "$VENV" "tritonclient[http,grpc]==2.51.0" "numpy<2" "nvidia-cuda-runtime-cu12==12.9.79" || exit 2
-if ! ldconfig -p | grep 'libb64\.so\.0d' >/dev/null; then
+if [[ $(ldconfig -p) != *libb64.so.0d* ]]; then
     echo "perf_analyzer needs libb64.so.0d: apt-get install -y libb64-0d" >&2
     exit 2
 fi
