@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use raw::{
-    RawAdmin, RawBatching, RawConfig, RawFleet, RawMlflow, RawModel, RawMonitor, RawRollout, RawRouting,
+    RawAdmin, RawAudit, RawBatching, RawCapture, RawValidation, RawConfig, RawFleet, RawMlflow, RawModel, RawMonitor, RawRollout, RawRouting,
     RawRuntime, RawServer, RawSource, RawVersion, RawWeighted,
 };
 pub use repository::{model_file, valid_model_name, versions_on_disk};
@@ -81,6 +81,50 @@ pub struct GatewayConfig {
     pub models: BTreeMap<String, ModelConfig>,
     /// Replicas sharing labels and rollouts through Redis; `None`: one replica, as before.
     pub fleet: Option<FleetConfig>,
+    /// Where the history of routing changes is kept (`[audit]`).
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`: the append-only history of every change to what serves.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AuditConfig {
+    /// `history.jsonl` (and its rotated `history.1.jsonl`) live here; `None`: the history is
+    /// kept in memory only (the last `MEMORY_RECORDS` records) and lost on restart.
+    pub dir: Option<PathBuf>,
+    /// The files together stay under this: the live file rotates at half of it.
+    pub max_bytes: u64,
+}
+
+/// `[models.X.validation]`: the hold-out set a version must pass before it is routed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidationConfig {
+    /// JSON lines: `{"inputs": [V2 input tensors], "expected": [one value (or row) per row]}`.
+    pub dataset: PathBuf,
+    /// The output judged (default: the monitored output).
+    pub output: String,
+    pub rule: ValidationRule,
+}
+
+/// What a version must achieve on the hold-out set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ValidationRule {
+    /// The share of rows whose prediction (argmax for class scores) equals the expected label.
+    MinAccuracy(f64),
+    /// The largest absolute difference allowed between an output value and the expected one.
+    MaxAbsDiff(f64),
+}
+
+/// `[models.X.capture]`: sampled request/answer records for replay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaptureConfig {
+    /// Share of answered requests captured, 0..=100.
+    pub percent: f64,
+    /// Rotating `*.jsonl.gz` files are written here.
+    pub dir: PathBuf,
+    /// The files together stay under this; the oldest are deleted first.
+    pub max_bytes: u64,
+    /// Also send each captured exchange as CloudEvents (KServe's payload-logger format).
+    pub cloudevents_url: Option<String>,
 }
 
 /// `[models.X.source]`: an MLflow model registry as the source of a model's versions.
@@ -167,6 +211,8 @@ pub struct ModelConfig {
     pub routing: RoutingConfig,
     pub monitor: Option<MonitorConfig>,
     pub rollout: Option<RolloutConfig>,
+    pub validation: Option<ValidationConfig>,
+    pub capture: Option<CaptureConfig>,
 }
 
 /// What the gateway watches in a model's predictions (`[models.X.monitor]`).

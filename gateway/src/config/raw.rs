@@ -18,6 +18,29 @@ pub struct RawConfig {
     #[serde(default)]
     pub models: BTreeMap<String, RawModel>,
     pub fleet: Option<RawFleet>,
+    pub audit: Option<RawAudit>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct RawAudit {
+    pub dir: Option<String>,
+    pub max_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct RawValidation {
+    pub dataset: Option<String>,
+    pub output: Option<String>,
+    pub min_accuracy: Option<f64>,
+    pub max_abs_diff: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct RawCapture {
+    pub percent: Option<f64>,
+    pub dir: Option<String>,
+    pub max_bytes: Option<u64>,
+    pub cloudevents_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -64,6 +87,8 @@ pub struct RawModel {
     pub routing: Option<RawRouting>,
     pub monitor: Option<RawMonitor>,
     pub rollout: Option<RawRollout>,
+    pub validation: Option<RawValidation>,
+    pub capture: Option<RawCapture>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

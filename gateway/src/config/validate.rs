@@ -60,8 +60,9 @@ pub(super) fn validate_with(raw: &RawConfig, allow_no_models: bool) -> Result<Ga
         }
     }
     let fleet = raw.fleet.as_ref().map(|f| self::fleet(&mut c, f));
+    let audit = raw.audit.as_ref().map(|a| self::audit(&mut c, a)).unwrap_or_default();
     if c.problems.is_empty() {
-        Ok(GatewayConfig { server, admin, runtime, models, fleet })
+        Ok(GatewayConfig { server, admin, runtime, models, fleet, audit })
     } else {
         Err(ConfigError { problems: c.problems })
     }
@@ -216,6 +217,8 @@ fn model(c: &mut Checker, name: &str, m: &RawModel) -> Option<ModelConfig> {
             ),
         );
     }
+    let validation = m.validation.as_ref().and_then(|raw| validation(c, &path, raw, monitor.as_ref()));
+    let capture = m.capture.as_ref().and_then(|raw| capture(c, &path, raw));
     let config = ModelConfig {
         name: name.to_string(),
         repository,
@@ -226,6 +229,8 @@ fn model(c: &mut Checker, name: &str, m: &RawModel) -> Option<ModelConfig> {
         routing,
         monitor,
         rollout,
+        validation,
+        capture,
     };
     if repo_ok {
         for v in config.served_versions() {
@@ -238,6 +243,79 @@ fn model(c: &mut Checker, name: &str, m: &RawModel) -> Option<ModelConfig> {
         }
     }
     Some(config)
+}
+
+fn audit(c: &mut Checker, a: &RawAudit) -> AuditConfig {
+    let dir = a.dir.as_ref().map(PathBuf::from);
+    if let Some(d) = dir.as_ref().filter(|d| d.exists() && !d.is_dir()) {
+        c.problem("audit.dir", format!("{} exists and is not a folder", d.display()));
+    }
+    let max_bytes = c.range("audit.max_bytes", a.max_bytes, 64 << 20, 64 << 10, 1 << 40);
+    AuditConfig { dir, max_bytes }
+}
+
+fn validation(
+    c: &mut Checker,
+    model_path: &str,
+    v: &RawValidation,
+    monitor: Option<&MonitorConfig>,
+) -> Option<ValidationConfig> {
+    let path = format!("{model_path}.validation");
+    let dataset = match v.dataset.as_ref().map(PathBuf::from) {
+        Some(d) if d.is_file() => Some(d),
+        Some(d) => {
+            c.problem(format!("{path}.dataset"), format!("no such file {}", d.display()));
+            None
+        }
+        None => {
+            c.problem(format!("{path}.dataset"), "is required: the hold-out set, one JSON line per request");
+            None
+        }
+    };
+    let output = v.output.clone().or_else(|| monitor.map(|m| m.output.clone()));
+    if output.is_none() {
+        c.problem(format!("{path}.output"), "is required when the model has no [monitor] to take it from");
+    }
+    let share = |x: f64| x.is_finite() && (0.0..=1.0).contains(&x);
+    let rule = match (v.min_accuracy, v.max_abs_diff) {
+        (Some(a), None) if share(a) => Some(ValidationRule::MinAccuracy(a)),
+        (None, Some(d)) if d.is_finite() && d >= 0.0 => Some(ValidationRule::MaxAbsDiff(d)),
+        (Some(a), None) => {
+            c.problem(format!("{path}.min_accuracy"), format!("must be in 0..=1, got {a}"));
+            None
+        }
+        (None, Some(d)) => {
+            c.problem(format!("{path}.max_abs_diff"), format!("must be a finite number >= 0, got {d}"));
+            None
+        }
+        _ => {
+            c.problem(&path, "set exactly one of min_accuracy (labels) and max_abs_diff (numeric outputs)");
+            None
+        }
+    };
+    Some(ValidationConfig { dataset: dataset?, output: output?, rule: rule? })
+}
+
+fn capture(c: &mut Checker, model_path: &str, raw: &RawCapture) -> Option<CaptureConfig> {
+    let path = format!("{model_path}.capture");
+    let percent = raw.percent.unwrap_or(10.0);
+    if !(percent.is_finite() && (0.0..=100.0).contains(&percent)) {
+        c.problem(format!("{path}.percent"), format!("must be in 0..=100, got {percent}"));
+    }
+    let max_bytes = c.range(&format!("{path}.max_bytes"), raw.max_bytes, 1 << 30, 1 << 20, 1 << 44);
+    let dir = raw.dir.as_ref().map(PathBuf::from);
+    match &dir {
+        None => c.problem(format!("{path}.dir"), "is required: the folder the capture files go to"),
+        Some(d) if d.exists() && !d.is_dir() => {
+            c.problem(format!("{path}.dir"), format!("{} exists and is not a folder", d.display()))
+        }
+        Some(_) => {}
+    }
+    let url = raw.cloudevents_url.clone();
+    if let Some(u) = url.as_deref().filter(|u| !u.starts_with("http://") || u.parse::<http::Uri>().is_err()) {
+        c.problem(format!("{path}.cloudevents_url"), format!("must be an http:// URL, got {u:?}"));
+    }
+    Some(CaptureConfig { percent, dir: dir?, max_bytes, cloudevents_url: url })
 }
 
 fn batching(c: &mut Checker, model_path: &str, b: Option<&RawBatching>) -> BatchingConfig {

@@ -182,6 +182,10 @@ fn keep_running_settings(running: &GatewayConfig, next: &mut GatewayConfig) -> V
         changed.push("fleet".to_string());
         next.fleet = running.fleet.clone();
     }
+    if running.audit != next.audit {
+        changed.push("audit".to_string());
+        next.audit = running.audit.clone();
+    }
     for c in &changed {
         tracing::warn!("{c} changed in the config file; it takes effect only after a restart");
     }
