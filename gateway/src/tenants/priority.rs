@@ -1,0 +1,105 @@
+//! Priority between tenants: while `online` requests are being served (one seen within
+//! `ONLINE_WINDOW`), `batch` requests go through a narrow lane of `BATCH_LANE` at a time and
+//! the rest wait for a place, within their deadline (then 429). With no online traffic, batch
+//! requests are only bounded by their own quotas and the server's limit, so a batch tenant
+//! alone gets the whole gateway.
+//!
+//! Why a lane and not a queue order: the cost an online request pays is the work queued ahead
+//! of it on the model's worker and on the one core the server has. Keeping batch requests to a
+//! couple at a time bounds that work, and a waiting request costs no CPU (it is parked).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::deadline::Deadline;
+use crate::protocol::ApiError;
+
+/// Batch requests served at once while online traffic is present.
+pub const BATCH_LANE: usize = 2;
+/// How long one online request keeps the lane narrow.
+const ONLINE_WINDOW: Duration = Duration::from_millis(200);
+
+pub(super) type Permit = OwnedSemaphorePermit;
+
+pub struct PriorityGate {
+    origin: Instant,
+    /// Microseconds since `origin` until which online traffic counts as present.
+    online_until_us: AtomicU64,
+    lane: std::sync::Arc<Semaphore>,
+}
+
+impl Default for PriorityGate {
+    fn default() -> PriorityGate {
+        PriorityGate {
+            origin: Instant::now(),
+            online_until_us: AtomicU64::new(0),
+            lane: std::sync::Arc::new(Semaphore::new(BATCH_LANE)),
+        }
+    }
+}
+
+impl PriorityGate {
+    fn now_us(&self) -> u64 {
+        self.origin.elapsed().as_micros() as u64
+    }
+
+    /// An online request arrived: the lane narrows for `ONLINE_WINDOW`.
+    pub fn online_seen(&self) {
+        let until = self.now_us() + ONLINE_WINDOW.as_micros() as u64;
+        // Written only when it moves forward enough to matter: keeps the line mostly read-only.
+        if until > self.online_until_us.load(Ordering::Relaxed) + 1000 {
+            self.online_until_us.store(until, Ordering::Relaxed);
+        }
+    }
+
+    pub fn online_present(&self) -> bool {
+        self.now_us() < self.online_until_us.load(Ordering::Relaxed)
+    }
+
+    /// A batch request's way in: nothing to hold without online traffic; otherwise a place in
+    /// the lane, waited for within `deadline` (429 when it runs out).
+    pub(super) async fn enter_batch(&self, deadline: &Deadline) -> Result<Option<Permit>, ApiError> {
+        if !self.online_present() {
+            return Ok(None);
+        }
+        let acquire = self.lane.clone().acquire_owned();
+        match tokio::time::timeout_at(tokio::time::Instant::from_std(deadline.at()), acquire).await {
+            Ok(Ok(permit)) => Ok(Some(permit)),
+            _ => Err(ApiError::TooManyRequests {
+                message: "batch traffic waits while online traffic is served, and this request waited \
+                          its whole deadline; retry later"
+                    .into(),
+                retry_after: 1,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn batch_is_free_alone_and_narrowed_while_online_is_served() {
+        let gate = PriorityGate::default();
+        let far = Deadline::after(Duration::from_secs(60));
+        // Alone: nothing to hold, however many.
+        for _ in 0..10 {
+            assert!(gate.enter_batch(&far).await.unwrap().is_none());
+        }
+        gate.online_seen();
+        assert!(gate.online_present());
+        let first = gate.enter_batch(&far).await.unwrap().expect("a lane place");
+        let _second = gate.enter_batch(&far).await.unwrap().expect("a lane place");
+        // The lane is full: a third waits, and is refused when its deadline passes first.
+        let short = Deadline::after(Duration::from_millis(20));
+        let refused = gate.enter_batch(&short).await.unwrap_err();
+        assert!(matches!(refused, ApiError::TooManyRequests { .. }), "{refused}");
+        // A place freed: the next one gets it.
+        let waiting = gate.enter_batch(&far);
+        drop(first);
+        assert!(waiting.await.unwrap().is_some());
+    }
+}
