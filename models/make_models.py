@@ -393,6 +393,35 @@ V2_TYPES = {
 }
 
 
+def two_features():
+    """Two versions of a classifier of 8 features that reads only some of them, for the
+    explanation and fairness tests: v1 approves (class 1) when x0 + x1 > 0; v2 when
+    x0 + x1 + 10 * x2 > 0, so it also leans on feature 2 (a segment sent with a low x2 is
+    approved far less by v2 than by v1)."""
+    paths = []
+    for version, weights in ((1, [1.0, 1.0]), (2, [1.0, 1.0, 10.0])):
+        coeffs = np.zeros((8,), dtype=np.float32)
+        coeffs[: len(weights)] = weights
+        w = (4.0 * np.stack([-coeffs, coeffs], axis=1)).astype(np.float32)  # [8, 2]
+        nodes = [
+            helper.make_node("MatMul", ["features", "w"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+            helper.make_node("ArgMax", ["probabilities"], ["label"], axis=1, keepdims=0),
+        ]
+        graph = helper.make_graph(
+            nodes,
+            f"two_features_v{version}",
+            [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 8])],
+            [
+                helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
+                helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 2]),
+            ],
+            [init("w", w)],
+        )
+        paths.append(save(os.path.join(ROOT, "tests", "two_features", str(version)), graph))
+    return paths
+
+
 def v2_tensor(name, array):
     array = np.asarray(array)
     if array.dtype.kind in ("U", "O", "S"):
@@ -462,6 +491,7 @@ def main():
     path = embed()
     refs.append(reference(path, "embed", 1, {"input_ids": np.array([[1, 2, 3], [15, 0, -1]], dtype=np.int64)}))
     broken()
+    two_features()
     with open(os.path.join(ROOT, "tests", "reference.json"), "w") as f:
         f.write("[\n" + ",\n".join(json.dumps(r) for r in refs) + "\n]\n")
 

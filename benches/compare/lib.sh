@@ -102,8 +102,8 @@ stop_server() {
         kill -0 -- "-$SERVER_PID" 2>/dev/null || break
         sleep 0.2
     done
-    kill -KILL -- "-$SERVER_PID" 2>/dev/null
-    wait "$SERVER_PID" 2>/dev/null
+    kill -KILL -- "-$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
     SERVER_PID=""
     # A port in TIME_WAIT is fine; a listener still there is not.
     for i in $(seq 1 50); do port_free "$PORT" && break; sleep 0.2; done

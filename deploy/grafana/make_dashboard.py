@@ -367,6 +367,16 @@ def build():
                   f'sum by (le) (increase(gateway_prediction_value_bucket{{{SEL}, version="$version"}}[{RI}]))',
                   description="Per-bucket counts of gateway_prediction_value (buckets of 0.05), one panel per "
                               "selected version."), 6, 8)
+    L.add(timeseries("Approval rate by segment: each version side by side (primary vs candidate)",
+                     targets((f'sum by (version, segment) (rate(gateway_segment_predictions_total{{{SEL}, class="1"}}[{RI}])) / '
+                              f"sum by (version, segment) (rate(gateway_segment_predictions_total{{{SEL}}}[{RI}]))",
+                              "v{{version}} {{segment}}")),
+                     unit="percentunit", minimum=0, maximum=1,
+                     description="Share of rows predicted class 1 (monitor.positive_class for credit-scoring: an "
+                                 "approval) per segment (monitor.segment_header, one of monitor.segments, else "
+                                 "other) and version, from gateway_segment_predictions_total. The rollout gate "
+                                 "max_segment_disparity compares the candidate's spread between segments with "
+                                 "the primary's."), 18, 8)
 
     # ---------------------------------------------------------------- drift
     L.row("Drift")
@@ -378,6 +388,18 @@ def build():
                      description="Each version's last 1,000 monitored scores against the baseline (the "
                                  "monitor.baseline file, or the primary's first 1,000 predictions), 10 fixed "
                                  "bins. Published once a version's window holds 100 predictions."), 24, 8)
+    L.add(timeseries("Input drift by feature (gateway_input_drift_psi, the 10 that moved most)",
+                     targets((f"topk(10, gateway_input_drift_psi{{{SEL}}})",
+                              "v{{version}} {{input}}[{{feature}}]")),
+                     minimum=0, decimals=3,
+                     steps=thresholds((None, "green"), (0.1, "yellow"), (0.25, "red")),
+                     draw_thresholds="line+area",
+                     description="Per numeric input feature (the last dimension of each input, up to "
+                                 "monitor.max_features), the PSI of a version's last 1,000 sampled rows (one "
+                                 "request in 8) against the training distribution (monitor.input_baseline, "
+                                 "else the primary's first 1,000 rows). The features that moved are the ones "
+                                 "above the rest; a rollout with max_input_drift_psi holds while the largest "
+                                 "is over it (gateway_input_drift_psi_max)."), 24, 8)
 
     # ---------------------------------------------------------------- shadows
     L.row("Shadow agreement")

@@ -49,7 +49,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("reloads  rss_mib");
     for i in 1..=reloads {
         write(&path, &repo, CONFIGS[i % CONFIGS.len()])?;
-        gw.reloader.reload("memory test").await.map_err(|e| format!("reload {i}: {e:?}"))?;
+        let cause = gateway::audit::Cause::new("reload", "memory test", gateway::audit::Actor::Gateway);
+        gw.reloader.reload(cause).await.map_err(|e| format!("reload {i}: {e:?}"))?;
         if i % 50 == 0 || i == 1 {
             // Freed versions' worker threads finish in the background; give them a moment.
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;

@@ -1,6 +1,7 @@
 //! Starting and stopping a whole gateway: load the models, bind the listeners (data, admin,
 //! and gRPC when `server.grpc_listen` is set), serve until told to stop, then drain
-//! (connections first, then mirrored shadow requests).
+//! (connections first, then mirrored shadow requests, then the capture files, then the trace
+//! spans still buffered).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,10 +13,13 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{AdminPlane, admin_service};
 use crate::admission::Admission;
+use crate::audit::{Actor, Cause, History};
+use crate::capture::Capture;
 use crate::config::GatewayConfig;
 use crate::fleet::Fleet;
 use crate::grpc::{self, GrpcPlane};
-use crate::http::{self, ConnectionSlots, DataPlane};
+use crate::http::tls::{TlsError, exposed_in_plain_text};
+use crate::http::{self, ConnectionLimits, ConnectionSlots, DataPlane, Tls};
 use crate::inference::Inference;
 use crate::monitor::{Monitor, run_fleet, run_rollouts};
 use crate::onnx::{self, OnnxError};
@@ -25,6 +29,8 @@ use crate::reload::{
 };
 use crate::shadow::Shadows;
 use crate::telemetry;
+use crate::tenants::FrontDoor;
+use crate::trace::Tracer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -34,8 +40,14 @@ pub enum StartError {
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("fleet: {0}")]
     Fleet(#[from] crate::fleet::FleetError),
+    #[error("server.tls: {0}")]
+    Tls(#[from] TlsError),
+    #[error("{0}")]
+    Audit(String),
     #[error("start-up was interrupted: {0}")]
     Interrupted(String),
+    #[error("tracing: {0}")]
+    Tracing(String),
 }
 
 /// A running gateway. Dropping it does not stop it: call `shutdown`, then `wait`.
@@ -47,6 +59,10 @@ pub struct Gateway {
     pub registry: Arc<Registry>,
     pub reloader: Arc<Reloader>,
     pub monitor: Arc<Monitor>,
+    /// Sampled request capture (`[models.X.capture]`).
+    pub capture: Arc<Capture>,
+    /// Request traces (`[tracing]`); started with the gateway, flushed by `wait`.
+    pub tracer: Arc<Tracer>,
     inference: Arc<Inference>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -69,17 +85,28 @@ impl Gateway {
         let metrics = telemetry::install();
         telemetry::register_reloads();
         telemetry::in_flight_limit(config.server.max_in_flight);
+        // Before the models load: a certificate that does not load stops the start at once.
+        let tls = config.server.tls.as_ref().map(Tls::load).transpose()?;
         onnx::environment()?;
         let config = Arc::new(config);
         let prepare_config = config.clone();
+        let history = History::open(&config.audit).map_err(|e| StartError::Audit(e.to_string()))?;
+        // Generations go on from the history's, so one number names one routing for good.
+        let generation = history.last_generation() + 1;
         let first = tokio::task::spawn_blocking(move || {
-            registry::prepare(prepare_config, None, 1, OnFailure::ServeOthers, &Default::default())
+            registry::prepare(prepare_config, None, generation, OnFailure::ServeOthers, &Default::default())
         })
         .await
         .map_err(|e| StartError::Interrupted(e.to_string()))?
         .map_err(|problems| StartError::Interrupted(format!("{} problems", problems.len())))?;
-        let registry = Arc::new(Registry::new(first));
-        let reloader = Arc::new(Reloader::new(registry.clone(), source.clone()));
+        let started = Cause::new("start", "gateway started", Actor::Gateway);
+        let registry = Arc::new(Registry::new(first, history, started));
+        let mut reloader = Reloader::new(registry.clone(), source.clone());
+        if let Some(tls) = &tls {
+            let tls = tls.clone();
+            reloader = reloader.after_reload(Box::new(move || drop(tls.reload())));
+        }
+        let reloader = Arc::new(reloader);
         let monitor = Arc::new(Monitor::default());
         let fleet = config.fleet.as_ref().map(Fleet::new).transpose()?;
         if let Some(fleet) = &fleet {
@@ -92,7 +119,17 @@ impl Gateway {
             // Redis the replica starts with the config's routing and catches up later).
             let _ = tokio::time::timeout(Duration::from_secs(2), monitor.share_once(&registry, fleet)).await;
         }
-        let inference = Arc::new(Inference { shadows: Shadows::default(), monitor: monitor.clone() });
+        // Capture writers start with the first snapshot (and follow reloads from the request path).
+        let capture = Arc::new(Capture::default());
+        capture.sync(&registry.snapshot());
+        // `[tracing]` is restart-only: the exporter follows the first config for good.
+        let tracer = Arc::new(Tracer::start(config.tracing.as_ref()).map_err(StartError::Tracing)?);
+        let inference = Arc::new(Inference {
+            shadows: Shadows::default(),
+            monitor: monitor.clone(),
+            capture: capture.clone(),
+            tracer: tracer.clone(),
+        });
 
         let server = &config.server;
         let data = bind("data plane", server.listen).await?;
@@ -118,10 +155,13 @@ impl Gateway {
             registry: registry.clone(),
             control: control.clone(),
         });
+        // Tenants' keys, quotas and priority (`[auth]`), shared by both front ends.
+        let door = FrontDoor::new(registry.clone());
         let plane = Arc::new(DataPlane {
             registry: registry.clone(),
             inference: inference.clone(),
             repository: repository.clone(),
+            door: door.clone(),
         });
         let admin_plane = Arc::new(AdminPlane {
             registry: registry.clone(),
@@ -139,13 +179,24 @@ impl Gateway {
                 http::data_service(plane, admission.clone()),
                 limits,
                 data_slots.clone(),
+                tls.clone(),
                 signal.clone(),
             )),
-            tokio::spawn(http::serve(admin, admin_service(admin_plane), limits, admin_slots, signal.clone())),
+            tokio::spawn(http::serve(
+                admin,
+                admin_service(admin_plane),
+                ConnectionLimits { record_peer: true, ..limits },
+                admin_slots,
+                // Plain text: loopback, or behind its bearer token (README, Endpoints).
+                None,
+                signal.clone(),
+            )),
             tokio::spawn(run_rollouts(monitor.clone(), registry.clone(), signal.clone())),
         ];
         if let Some(fleet) = &fleet {
             tasks.extend(fleet.spawn(signal.clone()));
+            // Tenants' rates count across the fleet.
+            tasks.push(door.share_with(fleet.clone(), signal.clone()));
             tasks.push(tokio::spawn(run_fleet(
                 monitor.clone(),
                 registry.clone(),
@@ -160,8 +211,19 @@ impl Gateway {
                 max_message_bytes: server.max_request_bytes,
                 admission,
                 repository,
+                door: door.clone(),
             });
-            tasks.push(tokio::spawn(grpc::serve(listener, grpc_plane, limits, data_slots, signal.clone())));
+            tasks.push(tokio::spawn(grpc::serve(
+                listener,
+                grpc_plane,
+                limits,
+                data_slots,
+                tls.clone(),
+                signal.clone(),
+            )));
+        }
+        if let Some(tls) = &tls {
+            tasks.push(tokio::spawn(tls.clone().watch(signal.clone())));
         }
         tasks.push(tokio::spawn(poll_registries(reloader.clone(), registry.clone(), signal.clone())));
         if let Some(control) = control.filter(|c| c.mode == ControlMode::Poll) {
@@ -171,6 +233,11 @@ impl Gateway {
             // Read now, not when the task first runs: an edit made meanwhile must count.
             let seen = std::fs::read(path).ok();
             tasks.push(tokio::spawn(watch_file(reloader.clone(), path.clone(), seen, signal)));
+        }
+        for addr in std::iter::once(data_addr).chain(grpc_addr) {
+            if exposed_in_plain_text(addr, tls.is_some()) {
+                tracing::warn!(%addr, "a data-plane listener reachable from other machines serves plain text; set [server.tls]");
+            }
         }
         let grpc_shown = grpc_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
         let models = config.models.len();
@@ -182,6 +249,8 @@ impl Gateway {
             registry,
             reloader,
             monitor,
+            capture,
+            tracer,
             inference,
             shutdown,
             tasks,
@@ -193,7 +262,9 @@ impl Gateway {
         let _ = self.shutdown.send(true);
     }
 
-    /// Waits until the listeners have drained and mirrored requests have finished.
+    /// Waits until the listeners have drained and mirrored requests have finished, then until
+    /// the capture files are finished and the buffered trace spans exported (each within the
+    /// drain timeout).
     pub async fn wait(self) {
         for task in self.tasks {
             let _ = task.await;
@@ -202,6 +273,8 @@ impl Gateway {
         if tokio::time::timeout(drain, self.inference.shadows.idle()).await.is_err() {
             tracing::warn!("shadow requests still running at the end of the drain timeout");
         }
+        self.capture.close(drain).await;
+        self.tracer.close(drain).await;
     }
 }
 

@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::batching::{Expected, InferError};
+use crate::capture::{Capture, Record};
 use crate::config::valid_model_name;
 use crate::deadline::Deadline;
-use crate::monitor::Monitor;
+use crate::monitor::{Monitor, Segment, segment_of};
 use crate::protocol::{ApiError, DecodeLimits, InferRequest, OutputChoice, metadata};
 use crate::registry::{ServedModel, ServedVersion, ServingSnapshot};
 use crate::routing::{Route, RouteReason};
@@ -25,12 +26,17 @@ use crate::shadow::{OnOutputs, Shadows};
 use crate::telemetry::stats::ModelStats;
 use crate::telemetry::{self, Outcome, Role, RolloutComparison};
 use crate::tensor::{ModelSignature, Tensor};
+use crate::trace::{JobTrace, Trace, Tracer};
 
 /// Services the flow needs beyond the snapshot.
 #[derive(Default)]
 pub struct Inference {
     pub shadows: Shadows,
     pub monitor: Arc<Monitor>,
+    /// Sampled records of answered requests (`[models.X.capture]`).
+    pub capture: Arc<Capture>,
+    /// Request traces (`[tracing]`): the front ends begin a request's trace with it.
+    pub tracer: Arc<Tracer>,
 }
 
 /// The version that answers a request, and why.
@@ -181,7 +187,8 @@ impl Inference {
     /// signature, within the request's limits) → queue → `encode` → shadows and monitoring,
     /// bounded by `deadline` and counted once. `header` looks up request headers (HTTP) or
     /// metadata (gRPC); a request's `id`, else its `x-request-id`, keys its prediction for a
-    /// later label.
+    /// later label. `trace` (begun by the front end) is filled in: the version, the run, the
+    /// shadows, the outcome; the front end ends it with its answer.
     #[allow(clippy::too_many_arguments)]
     pub async fn serve<'h, R>(
         &self,
@@ -190,6 +197,8 @@ impl Inference {
         pinned: Option<u64>,
         header: impl Fn(&str) -> Option<&'h [u8]>,
         deadline: Deadline,
+        trace: &mut Trace,
+        tenant: Option<&str>,
         decode: impl FnOnce(&ModelSignature, &DecodeLimits) -> Result<InferRequest, ApiError>,
         encode: impl FnOnce(&ServedVersion, Option<&str>, &[Tensor], &[OutputChoice]) -> Result<R, ApiError>,
     ) -> Result<Served<R>, ApiError> {
@@ -197,18 +206,22 @@ impl Inference {
         let (m, (target, expected)) = match picked {
             Ok(p) => p,
             Err(e) => {
-                tracing::debug!(model, error = %e, "refused");
+                tracing::debug!(model, request_id = logged_id(&header), error = %e, "refused");
                 count_refused(snapshot, model, &e);
+                let outcome = outcome_of(&e);
+                trace.finished(outcome.as_str(), Some(&e), server_side(outcome));
                 return Err(e);
             }
         };
+        let (role, reason) = (target.route.role.as_str(), target.route.reason.as_str());
+        trace.routed(&m.name, target.version.version, role, reason, snapshot.generation);
         let work = async {
             let version = &target.version;
             let server = &snapshot.config.server;
             let limits = DecodeLimits::for_request(server.max_request_bytes, version.max_batch_size());
             let InferRequest { id, inputs, outputs: chosen } = decode(&version.signature, &limits)?;
             let inputs = Arc::new(inputs);
-            let answer = match self.run(&target, inputs.clone(), deadline, expected).await {
+            let answer = match self.run(&target, inputs.clone(), deadline, expected, trace).await {
                 Err(ApiError::InputRefused(reason)) if target.route.role != Role::Primary => {
                     Err(refusal_by_non_primary(m, &target, inputs, deadline, reason).await)
                 }
@@ -216,18 +229,24 @@ impl Inference {
             }?;
             let reply = encode(version, id.as_deref(), &answer.outputs, &chosen)?;
             let request_id = id.as_deref().or_else(|| std::str::from_utf8(header("x-request-id")?).ok());
-            self.after_answer(snapshot, m, &target, &answer, request_id, server.request_timeout);
+            let timeout = server.request_timeout;
+            let segment = request_segment(snapshot, &m.name, &header);
+            let job = trace.job();
+            let (job, seen) = (job.as_ref(), Seen { request_id, tenant, segment });
+            self.after_answer(snapshot, m, &target, &answer, &seen, timeout, job);
             Ok(reply)
         };
         let result = deadline.bound(work).await;
         let outcome = result.as_ref().map_or_else(outcome_of, |_| Outcome::Ok);
         self.finish(&target, outcome);
+        let error = result.as_ref().err().map(|e| e as &dyn std::fmt::Display);
+        trace.finished(outcome.as_str(), error, server_side(outcome));
         if let Err(e) = &result {
-            let version = target.version.version;
+            let (version, request_id) = (target.version.version, logged_id(&header));
             if outcome == Outcome::ServerError {
-                tracing::warn!(model, version, error = %e, "inference failed");
+                tracing::warn!(model, version, request_id, error = %e, "inference failed");
             } else {
-                tracing::debug!(model, version, error = %e, "refused");
+                tracing::debug!(model, version, request_id, error = %e, "refused");
             }
         }
         let (version, reason, generation) =
@@ -235,44 +254,53 @@ impl Inference {
         result.map(|reply| Served { reply, version, reason, generation })
     }
 
-    /// Runs validated inputs (in signature order) on the target version.
+    /// Runs validated inputs (in signature order) on the target version; a sampled request's
+    /// trace gets its queue and run spans and links the run.
     async fn run(
         &self,
         target: &Target,
         inputs: Arc<Vec<Tensor>>,
         deadline: Deadline,
         expected: Expected,
+        trace: &mut Trace,
     ) -> Result<Answer, ApiError> {
         let done = target
             .version
-            .infer(inputs.clone(), deadline.at(), expected)
+            .infer_traced(inputs.clone(), deadline.at(), expected, trace.job())
             .await
             .map_err(|e| infer_error(e, &target.version, &deadline))?;
+        trace.ran(done.run_span);
         target.version.metrics.role(target.route.role).queue.record(done.queue_time.as_secs_f64());
         target.version.metrics.stats.record_answered(done.queue_time, done.inference_time);
         Ok(Answer { inputs, outputs: Arc::new(done.outputs) })
     }
 
     /// Once the answer is on its way: record the prediction (kept under `request_id` for a
-    /// later label), mirror the request to the shadows (never for pinned calls), and during a
-    /// rollout compare a candidate's answer with the primary's.
+    /// later label), offer it to the model's capture (sampled, never blocking), mirror the
+    /// request to the shadows (never for pinned calls), and during a rollout compare a
+    /// candidate's answer with the primary's. `trace` (sampled requests) gets the shadows' spans.
+    #[allow(clippy::too_many_arguments)]
     fn after_answer(
         &self,
         snapshot: &Arc<ServingSnapshot>,
         m: &ServedModel,
         target: &Target,
         answer: &Answer,
-        request_id: Option<&str>,
+        seen: &Seen<'_>,
         shadow_timeout: Duration,
+        trace: Option<&JobTrace>,
     ) {
+        let Seen { request_id, tenant, segment } = *seen;
         let (model, version, role) = (m.name.as_str(), target.version.version, target.route.role);
-        self.monitor.observe(snapshot, model, version, role, request_id, &answer.outputs);
+        self.monitor.observe(snapshot, model, version, role, request_id, &answer.outputs, segment);
+        self.monitor.observe_inputs(snapshot, model, version, role, &answer.inputs);
+        self.capture.offer(snapshot, model, || captured(snapshot, target, answer, request_id, tenant));
         if role != Role::Pinned && m.routing.has_shadows() {
             let (monitor, snapshot, name) = (self.monitor.clone(), snapshot.clone(), m.name.clone());
             let on_outputs: OnOutputs = Arc::new(move |shadow_version: u64, outputs: &[Tensor]| {
-                monitor.observe(&snapshot, &name, shadow_version, Role::Shadow, None, outputs);
+                monitor.observe(&snapshot, &name, shadow_version, Role::Shadow, None, outputs, segment);
             });
-            self.shadows.mirror(m, &answer.inputs, &answer.outputs, shadow_timeout, role, &on_outputs);
+            self.shadows.mirror(m, &answer.inputs, &answer.outputs, shadow_timeout, role, &on_outputs, trace);
         }
         if role == Role::Candidate {
             self.compare_with_primary(snapshot, m, target, answer, shadow_timeout);
@@ -325,6 +353,40 @@ impl Inference {
     }
 }
 
+/// The capture record of an answered request (built only when it is sampled): `Arc`s and small
+/// values; the writer thread encodes it.
+/// What the request told about itself that the post-answer work records.
+#[derive(Clone, Copy)]
+struct Seen<'a> {
+    request_id: Option<&'a str>,
+    /// The tenant it was admitted as (`[auth]`).
+    tenant: Option<&'a str>,
+    segment: Option<Segment>,
+}
+
+fn captured(
+    snapshot: &ServingSnapshot,
+    target: &Target,
+    answer: &Answer,
+    request_id: Option<&str>,
+    tenant: Option<&str>,
+) -> Record {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    Record {
+        time_us: u64::try_from(since_epoch.as_micros()).unwrap_or(u64::MAX),
+        model: target.version.model.clone(),
+        version: target.version.version,
+        role: target.route.role.as_str().into(),
+        reason: target.route.reason.as_str().into(),
+        generation: snapshot.generation,
+        request_id: request_id.map(str::to_string),
+        tenant: tenant.map(str::to_string),
+        latency_us: u64::try_from(target.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        inputs: answer.inputs.clone(),
+        outputs: answer.outputs.clone(),
+    }
+}
+
 /// A version other than the primary (a candidate, or one pinned) refused a request's inputs:
 /// the client's fault only if the primary refuses them too. The primary runs the same inputs
 /// (within the request's deadline); when it accepts them the version is broken, not the
@@ -353,12 +415,34 @@ async fn refusal_by_non_primary(
     }
 }
 
+/// The request's segment (`monitor.segment_header`), when the model counts segments: resolved
+/// once per request, without allocating.
+fn request_segment<'h>(
+    snapshot: &ServingSnapshot,
+    model: &str,
+    header: &impl Fn(&str) -> Option<&'h [u8]>,
+) -> Option<Segment> {
+    let cfg = snapshot.config.models.get(model)?.monitor.as_ref()?;
+    segment_of(cfg, header)
+}
+
+/// The request id for a log line (`x-request-id`: the client's own, or the one the front end
+/// made); empty when there is none.
+fn logged_id<'h>(header: &impl Fn(&str) -> Option<&'h [u8]>) -> &'h str {
+    header(crate::trace::REQUEST_ID).and_then(|v| std::str::from_utf8(v).ok()).unwrap_or("")
+}
+
+/// Outcomes that are the server's side of the table (5xx): they mark a trace span as failed.
+fn server_side(outcome: Outcome) -> bool {
+    matches!(outcome, Outcome::ServerError | Outcome::Timeout | Outcome::Rejected)
+}
+
 /// Counts a request that never reached a version.
 pub fn count_refused(snapshot: &ServingSnapshot, model: &str, e: &ApiError) {
     telemetry::count_unrouted(snapshot.model(model).map(|m| m.name.as_str()), outcome_of(e));
 }
 
-fn infer_error(e: InferError, version: &ServedVersion, deadline: &Deadline) -> ApiError {
+pub(crate) fn infer_error(e: InferError, version: &ServedVersion, deadline: &Deadline) -> ApiError {
     match e {
         InferError::QueueFull { capacity } => ApiError::Overloaded(format!(
             "model '{}' version {} has {capacity} requests waiting (max_queue); retry shortly",
@@ -389,7 +473,10 @@ pub fn outcome_of(e: &ApiError) -> Outcome {
         | ApiError::Gone(_)
         | ApiError::Conflict(_)
         | ApiError::InputRefused(_)
-        | ApiError::Unauthorized => Outcome::ClientError,
+        | ApiError::Unauthorized
+        | ApiError::Unauthenticated(_)
+        | ApiError::Forbidden(_) => Outcome::ClientError,
+        ApiError::TooManyRequests { .. } => Outcome::Rejected,
         ApiError::NotReady { .. } | ApiError::Overloaded(_) | ApiError::ShuttingDown => Outcome::Rejected,
         ApiError::TimedOut(_) => Outcome::Timeout,
         ApiError::InferenceFailed(_) | ApiError::Internal(_) | ApiError::ReplyTooLarge { .. } => {

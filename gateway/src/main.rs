@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use gateway::Gateway;
+use gateway::audit::{Actor, Cause};
 use gateway::config::{self, ConfigError, GatewayConfig, Overrides};
 use gateway::registry::{self, OnFailure};
 use gateway::reload::{ConfigSource, ControlMode, RepositoryControl};
@@ -64,6 +65,9 @@ enum Command {
         #[arg(long)]
         load_models: bool,
     },
+    /// Print the SHA-256 of an API key for the keys file (`key_sha256`). Without KEY it is read
+    /// from standard input (one line), which keeps it out of the shell's history and `ps`.
+    HashKey { key: Option<String> },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -90,8 +94,22 @@ fn main() -> ExitCode {
     };
     match &cli.command {
         Some(Command::CheckConfig { file, load_models }) => check_config(file, &overrides, *load_models),
+        Some(Command::HashKey { key }) => hash_key(key.as_deref()),
         None => serve(&cli, &overrides),
     }
+}
+
+/// `gateway hash-key`: one line of standard input → its hex SHA-256.
+fn hash_key(key: Option<&str>) -> ExitCode {
+    let mut line = key.unwrap_or_default().to_string();
+    if (key.is_none() && std::io::stdin().read_line(&mut line).is_err()) || line.trim().is_empty() {
+        eprintln!(
+            "gateway hash-key: give the key on standard input, e.g. `printf %s \"$KEY\" | gateway hash-key`"
+        );
+        return ExitCode::FAILURE;
+    }
+    println!("{}", config::hash_key(line.trim()));
+    ExitCode::SUCCESS
 }
 
 /// What is logged without `RUST_LOG`.
@@ -196,7 +214,8 @@ async fn wait_for_signals(gateway: &Gateway) {
             _ = term.recv() => return,
             _ = int.recv() => return,
             _ = hup.recv() => {
-                let _ = gateway.reloader.reload("SIGHUP").await;
+                let actor = Actor::Signal { signal: "SIGHUP".to_string() };
+                let _ = gateway.reloader.reload(Cause::new("reload", "SIGHUP", actor)).await;
             }
         }
     }
@@ -231,6 +250,11 @@ fn check_config(file: &Path, overrides: &Overrides, load_models: bool) -> ExitCo
                             "{} v{}: inputs {:?} outputs {:?}",
                             m.name, v.version, v.signature.inputs, v.signature.outputs
                         );
+                        // The validation gate's figures: CI logs show what a version achieved.
+                        if let Some(verdict) = v.verdict.last() {
+                            let outcome = if verdict.passed { "passed" } else { "failed" };
+                            println!("{} v{}: validation {outcome}: {}", m.name, v.version, verdict.figures);
+                        }
                     }
                 }
             }

@@ -380,3 +380,47 @@ async fn without_redis_requests_are_served_writes_dropped_and_rollouts_held() {
         gw.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
+async fn a_tenants_rate_is_the_fleets_not_each_replicas() {
+    let _one_at_a_time = common::exclusive().await;
+    let dir = common::scratch("fleet-tenant-rate");
+    let redis = Redis::start(&dir);
+    let keys = dir.join("keys.toml");
+    let hash = gateway::config::hash_key("k-shared");
+    std::fs::write(
+        &keys,
+        format!(
+            "[[tenant]]\nname = \"shared\"\nkey_sha256 = \"{hash}\"\nmodels = [\"*\"]\nrps = 4.0\nburst = 4\n"
+        ),
+    )
+    .unwrap();
+    let auth = format!("[auth]\nkeys_file = \"{}\"\n", keys.display());
+    let gws = replicas(2, &format!("{auth}{MONITORED}"), &fleet_table(&redis, "tenant-rate", 5000)).await;
+    let body = serde_json::to_vec(&common::credit_request(1)).unwrap();
+    let headers = [("x-api-key", "k-shared"), ("content-type", "application/json")];
+    // Both replicas see the tenant (as behind a round-robin balancer), then 3 s of requests
+    // alternating between them as fast as they answer.
+    let (mut admitted, mut refused) = (0u32, 0u32);
+    let started = std::time::Instant::now();
+    let mut i = 0usize;
+    while started.elapsed() < Duration::from_secs(3) {
+        let reply = gws[i % 2].post("/v2/models/credit-scoring/infer", body.clone(), &headers).await;
+        match reply.status.as_u16() {
+            200 => admitted += 1,
+            429 => refused += 1,
+            other => panic!("unexpected {other}: {}", reply.error()),
+        }
+        i += 1;
+    }
+    // Each replica on its own would admit its burst and its rate: 2 x (4 + 4 x 3) = 32. The
+    // fleet's rate is 4/s: the two bursts before they learn of each other, then ~4/s in all.
+    assert!(refused > 0, "nothing refused in {i} requests");
+    assert!(admitted <= 24, "{admitted} admitted in 3 s: each replica applied the whole rate");
+    assert!(admitted >= 8, "{admitted} admitted: the rate was over-split");
+    assert!(redis.cli(&["keys", "gw:tenant-rate:window:rate:*"]).contains("rate:"), "nothing shared");
+    for gw in gws {
+        gw.stop().await;
+    }
+}

@@ -147,7 +147,8 @@ async fn model_repository_mode_serves_every_model_with_its_highest_version() {
             "norank",
             "scalar",
             "slow",
-            "strings"
+            "strings",
+            "two_features"
         ]
     );
     let gw = common::start_config(cfg).await;

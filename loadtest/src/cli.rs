@@ -6,11 +6,15 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::replay::{Pace, Plan as ReplayPlan};
+
 /// A load generator for the Open Inference Protocol (KServe V2) HTTP and gRPC APIs.
 ///
 /// Closed loop by default (each connection sends its next request when the previous one
 /// answers); `--rate` switches to an open loop at a constant arrival rate, with latency measured
 /// from each request's intended send time (coordinated omission corrected, as wrk2 does).
+///
+/// `loadtest replay FILE --target URL` replays captured traffic instead (`loadtest replay --help`).
 #[derive(Debug, Clone, Parser)]
 #[command(name = "loadtest", disable_version_flag = true)]
 pub struct Args {
@@ -155,6 +159,92 @@ impl Args {
     }
 }
 
+/// `loadtest replay`: sends captured requests (the gateway's `[models.X.capture]` files) again to
+/// any Open Inference Protocol server, at the recorded pace or scaled, and reports how its
+/// answers compare with the captured ones (the gateway's shadow rules) and its latency.
+///
+/// Exit status: 0 when every request was answered (and agreement is at least
+/// --min-agreement), 1 when a request failed or nothing could be replayed, 2 for bad flags, 3
+/// when agreement is below --min-agreement.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "loadtest replay", bin_name = "loadtest replay", disable_version_flag = true)]
+pub struct ReplayArgs {
+    /// A capture file (`capture-<ms>.jsonl.gz`) or a folder of them, replayed oldest first.
+    pub file: PathBuf,
+
+    /// Base URL of the server to replay against (http only).
+    #[arg(long)]
+    pub target: String,
+
+    /// Pace: `x1` (as recorded), `x2` (twice as fast), `x0.5`, or `max` (as fast as
+    /// --connections allow).
+    #[arg(long, default_value = "x1", value_parser = parse_pace)]
+    pub rate: Pace,
+
+    /// Pin a version: POST /v2/models/{model}/versions/{version}/infer (else the routed path).
+    #[arg(long)]
+    pub version: Option<u64>,
+
+    /// Requests in flight at most (one HTTP/1.1 connection each).
+    #[arg(long, short = 'c', default_value_t = 32)]
+    pub connections: usize,
+
+    /// Replay at most this many records.
+    #[arg(long, short = 'n')]
+    pub requests: Option<u64>,
+
+    /// Per-request timeout; a timed-out request is an error.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub timeout: Duration,
+
+    /// Exit with status 3 when fewer answers than this percentage agree.
+    #[arg(long)]
+    pub min_agreement: Option<f64>,
+
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ReplayArgs {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.connections == 0 {
+            return Err("--connections must be at least 1".into());
+        }
+        if let Some(p) = self.min_agreement
+            && !(0.0..=100.0).contains(&p)
+        {
+            return Err(format!("--min-agreement must be in 0..=100, got {p}"));
+        }
+        Ok(())
+    }
+
+    pub fn plan(&self) -> ReplayPlan {
+        ReplayPlan {
+            source: self.file.clone(),
+            target: self.target.clone(),
+            pace: self.rate,
+            version: self.version,
+            connections: self.connections,
+            timeout: self.timeout,
+            limit: self.requests,
+        }
+    }
+}
+
+/// Parses `x2`, `2x`, `2` (a speed-up factor, positive) or `max`.
+pub fn parse_pace(text: &str) -> Result<Pace, String> {
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("max") {
+        return Ok(Pace::Max);
+    }
+    let number = t.strip_prefix('x').or_else(|| t.strip_suffix('x')).unwrap_or(t);
+    match number.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(Pace::Scaled(x)),
+        _ => Err(format!("{text:?} is not a pace (x1, x2, x0.5 or max)")),
+    }
+}
+
 /// Parses `250ms`, `10s`, `2m`, `1h`, `1.5s`, or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -195,6 +285,20 @@ mod tests {
         assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("3 weeks").is_err());
+    }
+
+    #[test]
+    fn paces() {
+        assert_eq!(parse_pace("x2").unwrap(), Pace::Scaled(2.0));
+        assert_eq!(parse_pace("0.5x").unwrap(), Pace::Scaled(0.5));
+        assert_eq!(parse_pace("MAX").unwrap(), Pace::Max);
+        assert!(parse_pace("x0").is_err());
+        assert!(parse_pace("fast").is_err());
+        let a =
+            ReplayArgs::try_parse_from(["loadtest replay", "cap/", "--target", "http://h:1", "--rate", "x3"]);
+        let a = a.unwrap();
+        assert_eq!(a.plan().pace, Pace::Scaled(3.0));
+        assert!(ReplayArgs::try_parse_from(["loadtest replay", "cap/"]).is_err());
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! bodies, [`grpc`] the gRPC request and answers, [`request`] the prepared request, [`client`]
 //! connections and answers, [`exchange`] one request with its timeout, [`schedule`] the open
 //! loop's pacing, [`run`] the workers, [`stats`] recording, [`progress`] the live line,
-//! [`report`] the result. The binary (`main.rs`) owns only start-up.
+//! [`report`] the result; [`replay`] is `loadtest replay` (captured traffic sent again and
+//! compared). The binary (`main.rs`) owns only start-up.
 
 pub mod binary;
 pub mod cli;
@@ -16,6 +17,7 @@ pub mod exchange;
 pub mod grpc;
 pub mod payload;
 pub mod progress;
+pub mod replay;
 pub mod report;
 pub mod request;
 pub mod run;

@@ -1,7 +1,8 @@
 //! `loadtest`: a load generator for the Open Inference Protocol (KServe V2) HTTP and gRPC APIs.
 //!
 //! This file owns start-up: parse the command line, build the (small) tokio runtime, prepare
-//! the payload (from the model's metadata or a file), run, print the report. Everything else is
+//! the payload (from the model's metadata or a file), run, print the report; or, for
+//! `loadtest replay`, replay captured traffic and print its report. Everything else is
 //! in the library (`lib.rs` lists the modules), which the reliability tools reuse.
 
 use std::process::ExitCode;
@@ -9,13 +10,18 @@ use std::sync::Arc;
 
 use clap::Parser;
 
-use loadtest::cli::Args;
+use loadtest::cli::{Args, ReplayArgs};
 use loadtest::payload::{self, ModelMeta, Payload};
 use loadtest::report::{Report, Setup};
 use loadtest::target::Target;
-use loadtest::{client, grpc, request, run};
+use loadtest::{client, grpc, replay, request, run};
 
 fn main() -> ExitCode {
+    let mut raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if raw.get(1).is_some_and(|a| a == "replay") {
+        raw.remove(1);
+        return replay_main(ReplayArgs::parse_from(raw));
+    }
     let args = Args::parse();
     if let Err(e) = args.validate() {
         eprintln!("loadtest: {e}");
@@ -34,6 +40,48 @@ fn main() -> ExitCode {
             eprintln!("loadtest: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `loadtest replay`: the report, and an exit status scripts can gate on.
+fn replay_main(args: ReplayArgs) -> ExitCode {
+    if let Err(e) = args.validate() {
+        eprintln!("loadtest replay: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match build_runtime(2) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("loadtest replay: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = match runtime.block_on(replay::replay(args.plan())) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("loadtest replay: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_text());
+    }
+    if report.requests == 0 {
+        eprintln!("loadtest replay: no record to replay in {}", report.source);
+        return ExitCode::FAILURE;
+    }
+    if report.errors > 0 {
+        eprintln!("loadtest replay: {} of {} requests failed", report.errors, report.requests);
+        return ExitCode::FAILURE;
+    }
+    match args.min_agreement {
+        Some(min) if report.agreement_percent < min => {
+            eprintln!("loadtest replay: agreement {:.2}% is below {min}%", report.agreement_percent);
+            ExitCode::from(3)
+        }
+        _ => ExitCode::SUCCESS,
     }
 }
 

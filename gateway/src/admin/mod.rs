@@ -1,6 +1,8 @@
 //! The admin plane on `admin_listen`: `/metrics` (open, for Prometheus) and `/admin/*` behind
 //! a bearer token (compared in constant time). Without a configured token the admin API is
-//! open, which config validation only allows on a loopback address.
+//! open, which config validation only allows on a loopback address. Every change made here is
+//! recorded in the audit history with its actor: the token's fingerprint and the caller's
+//! address.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -8,15 +10,24 @@ use std::time::UNIX_EPOCH;
 
 use http::header::{AUTHORIZATION, HeaderValue};
 use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
 
+use crate::audit::{Actor, Cause};
+use crate::http::PeerAddr;
 use crate::http::response::{self, HttpResponse, error};
 use crate::monitor::Monitor;
 use crate::protocol::ApiError;
 use crate::registry::{Registry, ServedModel};
-use crate::reload::Reloader;
+use crate::reload::{Reloader, RevertError};
+
+/// The largest body an admin call reads (`{"generation": N}`).
+const MAX_ADMIN_BODY: usize = 64 * 1024;
+/// Records per history page: the default, and the most a caller may ask for.
+const HISTORY_PAGE: usize = 50;
+const HISTORY_PAGE_MAX: usize = 1000;
 
 pub struct AdminPlane {
     pub registry: Arc<Registry>,
@@ -53,19 +64,23 @@ async fn handle(plane: &AdminPlane, req: Request<Incoming>) -> HttpResponse {
         response.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer"));
         return response;
     }
+    let peer = req.extensions().get::<PeerAddr>().map(|p| p.0);
+    let actor = Actor::admin(plane.token.as_deref(), peer);
     match (method, path.as_str()) {
         (Method::GET, "/admin/models") => response::json(StatusCode::OK, &models(&plane.registry)),
         (Method::GET, "/admin/config") => response::json(StatusCode::OK, &routing(&plane.registry)),
-        (Method::POST, "/admin/reload") => reload(plane).await,
+        (Method::POST, "/admin/reload") => reload(plane, actor).await,
+        (Method::GET, "/admin/history") => history(plane, req.uri().query()),
+        (Method::POST, "/admin/revert") => revert(plane, req, actor).await,
         (Method::GET, "/admin/rollouts") => response::json(StatusCode::OK, &plane.monitor.rollouts_json()),
-        (Method::POST, p) if p.starts_with("/admin/rollouts/") => rollout_action(plane, p).await,
+        (Method::POST, p) if p.starts_with("/admin/rollouts/") => rollout_action(plane, p, actor).await,
         (m, p) => error(&ApiError::NoRoute { method: m.to_string(), path: p.to_string() }),
     }
 }
 
 /// 200 with what changed, or 400 with every problem; the running routing keeps serving.
-async fn reload(plane: &AdminPlane) -> HttpResponse {
-    match plane.reloader.reload("admin API").await {
+async fn reload(plane: &AdminPlane, actor: Actor) -> HttpResponse {
+    match plane.reloader.reload(Cause::new("reload", "admin API", actor)).await {
         Ok(report) => response::json(StatusCode::OK, &report),
         Err(refused) => response::json(
             StatusCode::BAD_REQUEST,
@@ -74,8 +89,60 @@ async fn reload(plane: &AdminPlane) -> HttpResponse {
     }
 }
 
+/// `GET /admin/history?limit=50&before=SEQ`: newest first; `next_before` pages on.
+fn history(plane: &AdminPlane, query: Option<&str>) -> HttpResponse {
+    let (mut limit, mut before) = (HISTORY_PAGE, None);
+    for (key, value) in query.unwrap_or("").split('&').filter_map(|kv| kv.split_once('=')) {
+        let parsed = value.parse::<u64>().ok();
+        match (key, parsed) {
+            ("limit", Some(n)) if (1..=HISTORY_PAGE_MAX as u64).contains(&n) => limit = n as usize,
+            ("before", Some(n)) => before = Some(n),
+            ("limit" | "before", _) => {
+                return error(&ApiError::Malformed(format!(
+                    "{key} must be a number (limit: 1..={HISTORY_PAGE_MAX}), got {value:?}"
+                )));
+            }
+            _ => {}
+        }
+    }
+    match plane.registry.history.page(before, limit) {
+        Ok(page) => response::json(StatusCode::OK, &page),
+        Err(e) => error(&ApiError::Internal(e.to_string())),
+    }
+}
+
+/// `POST /admin/revert {"generation": N}`: 200 with the reload's report; 404 for a generation
+/// the history does not have; 400 when the reverted config is refused now (the running routing
+/// keeps serving); 409 when the config is not a file.
+async fn revert(plane: &AdminPlane, req: Request<Incoming>, actor: Actor) -> HttpResponse {
+    let body = match Limited::new(req.into_body(), MAX_ADMIN_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return error(&ApiError::Malformed(format!("cannot read the body: {e}"))),
+    };
+    #[derive(serde::Deserialize)]
+    struct Revert {
+        generation: u64,
+    }
+    let generation = match serde_json::from_slice::<Revert>(&body) {
+        Ok(r) => r.generation,
+        Err(e) => {
+            return error(&ApiError::Malformed(format!("expected {{\"generation\": N}}: {e}")));
+        }
+    };
+    match plane.reloader.revert(generation, actor).await {
+        Ok(report) => response::json(StatusCode::OK, &report),
+        Err(RevertError::Refused(refused)) => response::json(
+            StatusCode::BAD_REQUEST,
+            &json!({ "error": refused.to_string(), "problems": refused.problems }),
+        ),
+        Err(e @ RevertError::Unknown(_)) => error(&ApiError::NotFound(e.to_string())),
+        Err(e @ RevertError::NotAFile) => error(&ApiError::Conflict(e.to_string())),
+        Err(e) => error(&ApiError::Internal(e.to_string())),
+    }
+}
+
 /// `POST /admin/rollouts/{model}/promote|abort`.
-async fn rollout_action(plane: &AdminPlane, path: &str) -> HttpResponse {
+async fn rollout_action(plane: &AdminPlane, path: &str, actor: Actor) -> HttpResponse {
     let rest = path.trim_start_matches("/admin/rollouts/");
     let Some((model, action)) = rest.split_once('/') else {
         return error(&ApiError::NoRoute { method: "POST".into(), path: path.to_string() });
@@ -83,10 +150,10 @@ async fn rollout_action(plane: &AdminPlane, path: &str) -> HttpResponse {
     let shared = plane.monitor.in_fleet() && matches!(action, "promote" | "abort");
     let result = if shared {
         // The fleet's rollout: published for every replica (takes the control lock to apply).
-        plane.monitor.operate_shared(&plane.registry, model, action == "promote").await
+        plane.monitor.operate_shared(&plane.registry, model, action == "promote", actor).await
     } else {
         let _control = plane.registry.control.lock().await;
-        local_rollout_action(plane, model, action, path)
+        local_rollout_action(plane, model, action, path, actor)
     };
     match result {
         Ok(state) => response::json(StatusCode::OK, &state),
@@ -99,10 +166,11 @@ fn local_rollout_action(
     model: &str,
     action: &str,
     path: &str,
+    actor: Actor,
 ) -> Result<serde_json::Value, ApiError> {
     match action {
-        "promote" => plane.monitor.promote(&plane.registry, model),
-        "abort" => plane.monitor.abort(&plane.registry, model),
+        "promote" => plane.monitor.promote(&plane.registry, model, actor),
+        "abort" => plane.monitor.abort(&plane.registry, model, actor),
         _ => Err(ApiError::NoRoute { method: "POST".into(), path: path.to_string() }),
     }
 }
@@ -163,28 +231,7 @@ fn model_state(m: &ServedModel) -> Value {
 
 fn routing(registry: &Registry) -> Value {
     let snapshot = registry.snapshot();
-    let models: serde_json::Map<String, Value> = snapshot
-        .models
-        .values()
-        .map(|m| {
-            let r = &m.routing;
-            let candidates: Vec<Value> =
-                r.candidates().map(|(v, p)| json!({ "version": v, "percent": p })).collect();
-            let shadows: Vec<Value> =
-                r.shadow_shares().map(|(v, p)| json!({ "version": v, "percent": p })).collect();
-            let value = json!({
-                "primary": r.primary(),
-                "primary_percent": r.primary_percent(),
-                "candidates": candidates,
-                "shadows": shadows,
-                "sticky_header": r.sticky_header,
-                "pin_header": r.pin_header,
-                "versions": m.versions.keys().collect::<Vec<_>>(),
-            });
-            (m.name.clone(), value)
-        })
-        .collect();
-    json!({ "generation": snapshot.generation, "models": models })
+    json!({ "generation": snapshot.generation, "models": snapshot.routing_json() })
 }
 
 #[cfg(test)]

@@ -20,6 +20,12 @@
 //! while it costs less than the separate run it saves, so a model that runs in microseconds
 //! waits microseconds, however large `max_queue_delay` is.
 //!
+//! **Traces.** A sampled request's job carries its `JobTrace` (every other job carries `None`,
+//! so the batch path tests one `Option` per job): the worker records its `queue` span when it is
+//! answered, and one `onnxruntime.run` span per run that holds a sampled request, under the
+//! first such request and linking the others; each answered sampled request learns that run's
+//! span (`Completed::run_span`) to link to it. Spans reuse the instants the loop already reads.
+//!
 //! Knows nothing of ONNX Runtime: a worker hands it a `Runner`.
 
 mod assemble;
@@ -37,6 +43,7 @@ pub use assemble::{compatible, concat, rows, split};
 
 use crate::telemetry::VersionMetrics;
 use crate::tensor::Tensor;
+use crate::trace::{JobTrace, SpanLink};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BatchPolicy {
@@ -73,6 +80,8 @@ pub struct Completed {
     pub queue_time: Duration,
     pub inference_time: Duration,
     pub batch_rows: usize,
+    /// The `onnxruntime.run` span of the run that answered a sampled request.
+    pub run_span: Option<SpanLink>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -100,6 +109,8 @@ struct Job {
     /// The request's announcement, withdrawn when the worker answers it (or drops it), so
     /// the batch former never waits for a request it has already answered.
     _expected: Expected,
+    /// Sampled requests only: where their `queue` and `onnxruntime.run` spans go.
+    trace: Option<JobTrace>,
 }
 
 /// The sending side of a version's queue; cheap to clone.
@@ -144,9 +155,22 @@ impl Queue {
         deadline: Instant,
         expected: Expected,
     ) -> Result<Completed, InferError> {
+        self.infer_traced(inputs, deadline, expected, None).await
+    }
+
+    /// `infer` for a request that may be sampled: `trace` (`None` when it is not) receives its
+    /// `queue` and `onnxruntime.run` spans.
+    pub async fn infer_traced(
+        &self,
+        inputs: Arc<Vec<Tensor>>,
+        deadline: Instant,
+        expected: Expected,
+        trace: Option<JobTrace>,
+    ) -> Result<Completed, InferError> {
         let (reply, answer) = oneshot::channel();
         let rows = rows(&inputs);
-        let job = Job { inputs, rows, enqueued_at: Instant::now(), deadline, reply, _expected: expected };
+        let enqueued_at = Instant::now();
+        let job = Job { inputs, rows, enqueued_at, deadline, reply, _expected: expected, trace };
         self.tx.try_send(job).map_err(|e| match e {
             TrySendError::Full(_) => InferError::QueueFull { capacity: self.capacity },
             TrySendError::Disconnected(_) => InferError::Closed,
@@ -277,11 +301,12 @@ fn run_together(jobs: Vec<Job>, runner: &mut dyn Runner, metrics: &VersionMetric
     let started = Instant::now();
     let (result, elapsed) = timed_run(runner, &stacked, metrics, total);
     drop(stacked);
+    let run_span = record_run(&jobs, started, elapsed, total, &result);
     match result {
         Ok(outputs) => match split(outputs, &row_counts) {
             Some(parts) => {
                 for (job, outputs) in jobs.into_iter().zip(parts) {
-                    answer(job, Ok(outputs), started, elapsed, total);
+                    answer(job, Ok(outputs), started, elapsed, total, run_span);
                 }
             }
             // Outputs that do not carry the batch along dim 0: this model runs one by one.
@@ -297,7 +322,7 @@ fn run_together(jobs: Vec<Job>, runner: &mut dyn Runner, metrics: &VersionMetric
         }
         Err(failed @ RunError::Failed(_)) => {
             for job in jobs {
-                answer(job, Err(failed.clone()), started, elapsed, total);
+                answer(job, Err(failed.clone()), started, elapsed, total, run_span);
             }
         }
     }
@@ -307,7 +332,28 @@ fn run_alone(job: Job, runner: &mut dyn Runner, metrics: &VersionMetrics) {
     let rows = job.rows.unwrap_or(1);
     let started = Instant::now();
     let (result, elapsed) = timed_run(runner, &job.inputs, metrics, rows);
-    answer(job, result, started, elapsed, rows);
+    let run_span = record_run(std::slice::from_ref(&job), started, elapsed, rows, &result);
+    answer(job, result, started, elapsed, rows, run_span);
+}
+
+/// The `onnxruntime.run` span of a run, when any of its requests is sampled: a child of the
+/// first sampled request, linking the other sampled ones. `None` (after one pass over the
+/// jobs' `Option`s) for the usual run with no sampled request.
+fn record_run(
+    jobs: &[Job],
+    started: Instant,
+    took: Duration,
+    rows: usize,
+    result: &Result<Vec<Tensor>, RunError>,
+) -> Option<SpanLink> {
+    let mut sampled = jobs.iter().filter_map(|job| job.trace.as_ref());
+    let first = sampled.next()?;
+    let others = sampled.map(JobTrace::parent_link).collect();
+    let error = result.as_ref().err().map(|e| match e {
+        RunError::Refused(reason) => format!("refused by the runtime: {reason}"),
+        RunError::Failed(reason) => reason.clone(),
+    });
+    Some(first.record_run(started, took, jobs.len(), rows, others, error))
 }
 
 /// Drops a request whose caller went away; fails one whose deadline passed.
@@ -345,10 +391,15 @@ fn answer(
     run_started: Instant,
     elapsed: Duration,
     rows: usize,
+    run_span: Option<SpanLink>,
 ) {
     let queue_time = run_started.saturating_duration_since(job.enqueued_at);
+    if let Some(trace) = &job.trace {
+        trace.record_queue(job.enqueued_at, run_started);
+    }
+    let run_span = job.trace.as_ref().and(run_span);
     let result = result
-        .map(|outputs| Completed { outputs, queue_time, inference_time: elapsed, batch_rows: rows })
+        .map(|outputs| Completed { outputs, queue_time, inference_time: elapsed, batch_rows: rows, run_span })
         .map_err(|e| match e {
             RunError::Refused(reason) => InferError::Refused { reason },
             RunError::Failed(reason) => InferError::Failed { reason },
@@ -602,6 +653,55 @@ mod tests {
         assert_eq!(answered.expect("answered without waiting out the delay").unwrap().batch_rows, 1);
         drop(queue);
         assert_eq!(worker.join().unwrap(), vec![1, 1]);
+    }
+
+    #[test]
+    fn sampled_batch_mates_share_one_run_span_and_each_record_their_queue_wait() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let (queue, receiver) = queue(&policy(8));
+        let (jobs, mut spans) = crate::trace::test_jobs(2);
+        let links: Vec<SpanLink> = jobs.iter().map(JobTrace::parent_link).collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // Two sampled requests and one unsampled, queued before the worker starts: one batch.
+        let traces = [Some(jobs[0].clone()), None, Some(jobs[1].clone())];
+        let pending: Vec<_> = traces
+            .into_iter()
+            .enumerate()
+            .map(|(i, trace)| {
+                let q = queue.clone();
+                rt.spawn(async move { q.infer_traced(input(&[i as f32]), deadline, q.expect(), trace).await })
+            })
+            .collect();
+        rt.block_on(async {
+            while queue.depth() < 3 {
+                tokio::task::yield_now().await
+            }
+        });
+        drop(queue);
+        let worker = std::thread::spawn(move || {
+            let mut runner = Doubler::default();
+            serve(receiver, &mut runner, policy(8), true, &VersionMetrics::new("test", 1));
+            runner.runs
+        });
+        let done: Vec<Completed> = pending.into_iter().map(|p| rt.block_on(p).unwrap().unwrap()).collect();
+        assert_eq!(worker.join().unwrap(), vec![3]);
+        let mut recorded = Vec::new();
+        while let Ok(span) = spans.try_recv() {
+            recorded.push(span);
+        }
+        let runs: Vec<_> = recorded.iter().filter(|s| s.name == "onnxruntime.run").collect();
+        assert_eq!(runs.len(), 1, "one run span per run");
+        let run = runs[0];
+        assert_eq!((run.trace_id, run.parent_span_id), (links[0].trace_id, Some(links[0].span_id)));
+        assert_eq!(run.links, vec![links[1]], "the other sampled request is linked");
+        let run_link = SpanLink { trace_id: run.trace_id, span_id: run.span_id };
+        assert_eq!(done[0].run_span, Some(run_link));
+        assert_eq!(done[1].run_span, None, "an unsampled request learns nothing");
+        assert_eq!(done[2].run_span, Some(run_link));
+        let queued: Vec<_> =
+            recorded.iter().filter(|s| s.name == "queue").map(|s| s.parent_span_id).collect();
+        assert_eq!(queued.len(), 2);
+        assert!(links.iter().all(|l| queued.contains(&Some(l.span_id))));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! Relative `repository` paths are resolved against the working directory, as Triton does.
 //! `REFERENCE.md` beside this file documents every key; the `reference` tests keep it complete.
 
+mod keys;
 mod raw;
 #[cfg(test)]
 mod reference;
@@ -18,9 +19,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use keys::hash_key;
 pub use raw::{
-    RawAdmin, RawAudit, RawBatching, RawCapture, RawValidation, RawConfig, RawFleet, RawMlflow, RawModel, RawMonitor, RawRollout, RawRouting,
-    RawRuntime, RawServer, RawSource, RawVersion, RawWeighted,
+    RawAdmin, RawAudit, RawAuth, RawBatching, RawCapture, RawConfig, RawFleet, RawKeysFile, RawMlflow,
+    RawModel, RawMonitor, RawRollout, RawRouting, RawRuntime, RawServer, RawSource, RawTenant, RawTls,
+    RawTracing, RawValidation, RawVersion, RawWeighted,
 };
 pub use repository::{model_file, valid_model_name, versions_on_disk};
 
@@ -83,6 +86,13 @@ pub struct GatewayConfig {
     pub fleet: Option<FleetConfig>,
     /// Where the history of routing changes is kept (`[audit]`).
     pub audit: AuditConfig,
+    /// Tenants, their keys, permissions and quotas (`[auth]`); `None`: the data plane is open.
+    pub auth: Option<AuthConfig>,
+    /// OpenTelemetry span export (`[tracing]`); `None`: no spans.
+    pub tracing: Option<TracingConfig>,
+    /// The file's text this config was read from (`source::load_file`), which the audit
+    /// history keeps so that a revert can write it back; `None` when built otherwise.
+    pub text: Option<std::sync::Arc<str>>,
 }
 
 /// `[audit]`: the append-only history of every change to what serves.
@@ -93,6 +103,77 @@ pub struct AuditConfig {
     pub dir: Option<PathBuf>,
     /// The files together stay under this: the live file rotates at half of it.
     pub max_bytes: u64,
+}
+
+/// `[server.tls]`: TLS on the data-plane listeners (HTTP and gRPC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM: the certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM: the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM: the CAs client certificates must chain to; set: mTLS, a client without one is refused.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// `[auth]`: who may call the data plane.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthConfig {
+    pub keys_file: PathBuf,
+    /// The keys file's tenants, validated whole.
+    pub tenants: Vec<TenantConfig>,
+}
+
+/// One `[[tenant]]` of the keys file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantConfig {
+    pub name: String,
+    /// SHA-256 of the tenant's API key (the key itself is never stored).
+    pub key_sha256: [u8; 32],
+    pub models: ModelAccess,
+    /// Whether it may pick a version (the versions path, the pin header).
+    pub may_pin: bool,
+    /// Requests per second (token bucket refill); `None`: no rate limit.
+    pub rps: Option<f64>,
+    /// The bucket's size: requests it may send at once after a quiet spell.
+    pub burst: u64,
+    /// Its requests in flight at once; `None`: only the server's limit.
+    pub max_in_flight: Option<usize>,
+    pub priority: Priority,
+}
+
+/// The models a tenant may call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelAccess {
+    All,
+    Only(std::collections::BTreeSet<String>),
+}
+
+impl ModelAccess {
+    pub fn allows(&self, model: &str) -> bool {
+        match self {
+            ModelAccess::All => true,
+            ModelAccess::Only(names) => names.contains(model),
+        }
+    }
+}
+
+/// Who yields under load: `batch` traffic waits or is refused before `online` is touched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    Online,
+    Batch,
+}
+
+/// `[tracing]`: spans exported over OTLP/HTTP.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingConfig {
+    /// The collector's base URL (`/v1/traces` is appended).
+    pub otlp_endpoint: String,
+    /// Share of traces started here that are recorded (a caller's sampled flag is followed).
+    pub sample_ratio: f64,
+    pub service_name: String,
 }
 
 /// `[models.X.validation]`: the hold-out set a version must pass before it is routed.
@@ -170,6 +251,7 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// On shutdown, in-flight requests get this long to finish.
     pub drain_timeout: Duration,
+    pub tls: Option<TlsConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -234,6 +316,17 @@ pub struct MonitorConfig {
     pub max_classes: u64,
     pub feedback_ttl: Duration,
     pub feedback_capacity: usize,
+    /// Per numeric input feature: bin edges and training proportions (JSON); `None`: the first
+    /// primary requests are the input baseline.
+    pub input_baseline: Option<PathBuf>,
+    /// Input features watched for drift (the last dimension of each numeric input), and the
+    /// most an explanation occludes.
+    pub max_features: usize,
+    /// The request header naming the applicant's segment (`segments`, else `other`).
+    pub segment_header: Option<String>,
+    pub segments: Vec<String>,
+    /// A segment's requests a fairness verdict needs, per version and window.
+    pub min_segment_requests: u64,
 }
 
 /// Which score a class-score row contributes (`monitor.score`).
@@ -258,6 +351,10 @@ pub struct RolloutConfig {
     pub max_false_positive_rate: Option<f64>,
     /// The false-positive gate holds until this many labelled negatives arrived (SPEC: 20).
     pub min_labelled_negatives: u64,
+    /// Above it (the largest feature PSI of the window's traffic) the rollout holds.
+    pub max_input_drift_psi: Option<f64>,
+    /// The candidate's positive-rate spread between segments minus the primary's.
+    pub max_segment_disparity: Option<f64>,
 }
 
 impl ModelConfig {
@@ -396,15 +493,21 @@ fn toml_message(e: &toml::de::Error) -> String {
 
 /// Reads, parses and validates a config file, with command-line overrides applied.
 pub fn load_file(path: &Path, overrides: &Overrides) -> Result<GatewayConfig, ConfigError> {
-    validate::validate(&read_file(path, overrides)?)
+    let text = read_text(path)?;
+    let mut config = validate::validate(&parse_file(path, &text, overrides)?)?;
+    config.text = Some(text.into());
+    Ok(config)
 }
 
-/// Reads and parses a config file, with the command line's overrides, not yet validated (a
-/// registry source resolves its aliases in between: `source::load_file`).
-pub fn read_file(path: &Path, overrides: &Overrides) -> Result<RawConfig, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Problem::new("", format!("cannot read {}: {e}", path.display())))?;
-    let mut raw = parse(&text).map_err(|mut e| {
+/// A config file's text.
+pub fn read_text(path: &Path) -> Result<String, ConfigError> {
+    Ok(std::fs::read_to_string(path)
+        .map_err(|e| Problem::new("", format!("cannot read {}: {e}", path.display())))?)
+}
+
+/// Parses a config file's `text` (read from `path`, which problems name), with overrides.
+pub fn parse_file(path: &Path, text: &str, overrides: &Overrides) -> Result<RawConfig, ConfigError> {
+    let mut raw = parse(text).map_err(|mut e| {
         for p in &mut e.problems {
             if p.path.is_empty() {
                 p.message = format!("{}: {}", path.display(), p.message);

@@ -19,6 +19,46 @@ pub struct RawConfig {
     pub models: BTreeMap<String, RawModel>,
     pub fleet: Option<RawFleet>,
     pub audit: Option<RawAudit>,
+    pub auth: Option<RawAuth>,
+    pub tracing: Option<RawTracing>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct RawTls {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub client_ca: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct RawAuth {
+    pub keys_file: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct RawTracing {
+    pub otlp_endpoint: Option<String>,
+    pub sample_ratio: Option<f64>,
+    pub service_name: Option<String>,
+}
+
+/// The keys file (`[auth] keys_file`): one `[[tenant]]` table per tenant.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct RawKeysFile {
+    #[serde(default)]
+    pub tenant: Vec<RawTenant>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct RawTenant {
+    pub name: Option<String>,
+    pub key_sha256: Option<String>,
+    pub models: Option<Vec<String>>,
+    pub may_pin: Option<bool>,
+    pub rps: Option<f64>,
+    pub burst: Option<u64>,
+    pub max_in_flight: Option<u64>,
+    pub priority: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -62,6 +102,7 @@ pub struct RawServer {
     pub header_read_timeout_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
     pub drain_timeout_ms: Option<u64>,
+    pub tls: Option<RawTls>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -102,6 +143,11 @@ pub struct RawMonitor {
     pub max_classes: Option<u64>,
     pub feedback_ttl_s: Option<u64>,
     pub feedback_capacity: Option<u64>,
+    pub input_baseline: Option<String>,
+    pub max_features: Option<u64>,
+    pub segment_header: Option<String>,
+    pub segments: Option<Vec<String>>,
+    pub min_segment_requests: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -115,6 +161,8 @@ pub struct RawRollout {
     pub max_false_positive_rate: Option<f64>,
     pub min_labelled_negatives: Option<u64>,
     pub on_failure: Option<String>,
+    pub max_input_drift_psi: Option<f64>,
+    pub max_segment_disparity: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

@@ -61,8 +61,10 @@ pub(super) fn validate_with(raw: &RawConfig, allow_no_models: bool) -> Result<Ga
     }
     let fleet = raw.fleet.as_ref().map(|f| self::fleet(&mut c, f));
     let audit = raw.audit.as_ref().map(|a| self::audit(&mut c, a)).unwrap_or_default();
+    let auth = raw.auth.as_ref().and_then(|a| self::auth(&mut c, a));
+    let tracing = raw.tracing.as_ref().and_then(|t| self::tracing(&mut c, t));
     if c.problems.is_empty() {
-        Ok(GatewayConfig { server, admin, runtime, models, fleet, audit })
+        Ok(GatewayConfig { server, admin, runtime, models, fleet, audit, auth, tracing, text: None })
     } else {
         Err(ConfigError { problems: c.problems })
     }
@@ -107,7 +109,66 @@ fn server(c: &mut Checker, s: &RawServer) -> ServerConfig {
         )),
         idle_timeout: ms(c.range("server.idle_timeout_ms", s.idle_timeout_ms, 60_000, 1, 86_400_000)),
         drain_timeout: ms(c.range("server.drain_timeout_ms", s.drain_timeout_ms, 30_000, 0, 3_600_000)),
+        tls: s.tls.as_ref().and_then(|t| tls(c, t)),
     }
+}
+
+fn tls(c: &mut Checker, t: &RawTls) -> Option<TlsConfig> {
+    let mut file = |key: &str, value: Option<&String>, required: bool| -> Option<PathBuf> {
+        match value.map(PathBuf::from) {
+            Some(p) if p.is_file() => Some(p),
+            Some(p) => {
+                c.problem(format!("server.tls.{key}"), format!("no such file {}", p.display()));
+                None
+            }
+            None if required => {
+                c.problem(format!("server.tls.{key}"), "is required (a PEM file)");
+                None
+            }
+            None => None,
+        }
+    };
+    let cert = file("cert", t.cert.as_ref(), true);
+    let key = file("key", t.key.as_ref(), true);
+    let client_ca = file("client_ca", t.client_ca.as_ref(), false);
+    if t.client_ca.is_some() && client_ca.is_none() {
+        return None;
+    }
+    Some(TlsConfig { cert: cert?, key: key?, client_ca })
+}
+
+fn auth(c: &mut Checker, a: &RawAuth) -> Option<AuthConfig> {
+    let Some(keys_file) = a.keys_file.as_ref().map(PathBuf::from) else {
+        c.problem("auth.keys_file", "is required: the file of tenants and their key hashes");
+        return None;
+    };
+    match keys::read(&keys_file) {
+        Ok(tenants) => Some(AuthConfig { keys_file, tenants }),
+        Err(problems) => {
+            c.problems.extend(problems);
+            None
+        }
+    }
+}
+
+fn tracing(c: &mut Checker, t: &RawTracing) -> Option<TracingConfig> {
+    let endpoint = t.otlp_endpoint.clone().unwrap_or_default();
+    if !endpoint.starts_with("http://") || endpoint.parse::<http::Uri>().is_err() {
+        c.problem("tracing.otlp_endpoint", format!("must be an http:// URL (OTLP/HTTP), got {endpoint:?}"));
+    }
+    let sample_ratio = t.sample_ratio.unwrap_or(0.01);
+    if !(sample_ratio.is_finite() && (0.0..=1.0).contains(&sample_ratio)) {
+        c.problem("tracing.sample_ratio", format!("must be in 0..=1, got {sample_ratio}"));
+    }
+    let service_name = t.service_name.clone().unwrap_or_else(|| "gateway".to_string());
+    if service_name.is_empty() {
+        c.problem("tracing.service_name", "must not be empty");
+    }
+    Some(TracingConfig {
+        otlp_endpoint: endpoint.trim_end_matches('/').to_string(),
+        sample_ratio,
+        service_name,
+    })
 }
 
 fn admin(c: &mut Checker, a: &RawAdmin, server: &ServerConfig) -> AdminConfig {
@@ -215,6 +276,19 @@ fn model(c: &mut Checker, name: &str, m: &RawModel) -> Option<ModelConfig> {
             format!(
                 "needs a [{path}.monitor] table: feedback labels join to the monitored output's predictions"
             ),
+        );
+    }
+    let segmented = m.monitor.as_ref().is_some_and(|mo| mo.segments.as_ref().is_some_and(|s| !s.is_empty()));
+    if m.rollout.as_ref().is_some_and(|r| r.max_segment_disparity.is_some()) && !segmented {
+        c.problem(
+            format!("{path}.rollout.max_segment_disparity"),
+            format!("needs [{path}.monitor] with segment_header and segments: the rates are per segment"),
+        );
+    }
+    if m.monitor.is_none() && m.rollout.as_ref().is_some_and(|r| r.max_input_drift_psi.is_some()) {
+        c.problem(
+            format!("{path}.rollout.max_input_drift_psi"),
+            format!("needs a [{path}.monitor] table: input drift is watched by the monitor"),
         );
     }
     let validation = m.validation.as_ref().and_then(|raw| validation(c, &path, raw, monitor.as_ref()));
@@ -471,7 +545,46 @@ fn monitor(c: &mut Checker, model_path: &str, m: &RawMonitor) -> Option<MonitorC
             ScoreOf::Top
         }
     };
+    let input_baseline = m.input_baseline.as_ref().map(PathBuf::from);
+    if let Some(b) = input_baseline.as_ref().filter(|b| !b.is_file()) {
+        c.problem(format!("{path}.input_baseline"), format!("no such file {}", b.display()));
+    }
+    let segment_header = m.segment_header.clone();
+    if let Some(h) = segment_header.as_deref().filter(|h| http_header_name_invalid(h)) {
+        c.problem(format!("{path}.segment_header"), format!("is not a valid header name: {h:?}"));
+    }
+    let segments = m.segments.clone().unwrap_or_default();
+    let segment_ok = |s: &String| {
+        (1..=64).contains(&s.len())
+            && s != "other"
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    };
+    if segments.len() > 32 || !segments.iter().all(segment_ok) {
+        c.problem(
+            format!("{path}.segments"),
+            format!(
+                "must be at most 32 names of 1-64 of A-Z a-z 0-9 - _ . (not \"other\"), got {segments:?}"
+            ),
+        );
+    }
+    if segments.iter().collect::<BTreeSet<_>>().len() != segments.len() {
+        c.problem(format!("{path}.segments"), "names a segment twice");
+    }
+    if segment_header.is_some() == segments.is_empty() {
+        c.problem(format!("{path}.segments"), "segment_header and segments go together");
+    }
     Some(MonitorConfig {
+        input_baseline,
+        max_features: c.range(&format!("{path}.max_features"), m.max_features, 64, 1, 4096) as usize,
+        segment_header,
+        segments,
+        min_segment_requests: c.range(
+            &format!("{path}.min_segment_requests"),
+            m.min_segment_requests,
+            30,
+            1,
+            100_000_000,
+        ),
         output,
         score,
         baseline,
@@ -535,6 +648,12 @@ fn rollout(
             c.problem(format!("{path}.{key}"), format!("is a fraction in 0..=1, got {v}"));
         }
     }
+    if let Some(v) = r.max_input_drift_psi.filter(|v| !(*v > 0.0 && v.is_finite())) {
+        c.problem(format!("{path}.max_input_drift_psi"), format!("must be positive, got {v}"));
+    }
+    if let Some(v) = r.max_segment_disparity.filter(|v| !(0.0..=1.0).contains(v)) {
+        c.problem(format!("{path}.max_segment_disparity"), format!("is a fraction in 0..=1, got {v}"));
+    }
     if let Some(v) = r.max_p99_latency_ms.filter(|v| !(*v > 0.0 && v.is_finite())) {
         c.problem(format!("{path}.max_p99_latency_ms"), format!("must be positive, got {v}"));
     }
@@ -549,6 +668,8 @@ fn rollout(
         max_p99_latency_ms: r.max_p99_latency_ms,
         max_shadow_disagreement: r.max_shadow_disagreement,
         max_false_positive_rate: r.max_false_positive_rate,
+        max_input_drift_psi: r.max_input_drift_psi,
+        max_segment_disparity: r.max_segment_disparity,
         min_labelled_negatives: c.range(
             &format!("{path}.min_labelled_negatives"),
             r.min_labelled_negatives,

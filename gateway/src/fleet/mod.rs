@@ -216,6 +216,26 @@ impl Fleet {
         self.link.run(|mut c| async move { pipe.query_async::<()>(&mut c).await }).await
     }
 
+    /// Adds `counts` to the short-lived window counters `name` (gone `ttl` after the last
+    /// write) and reads the fleet's totals back, in one round trip.
+    pub async fn add_and_read_window(
+        &self,
+        name: &str,
+        counts: &[(String, i64)],
+        ttl: Duration,
+    ) -> Result<HashMap<String, i64>, FleetError> {
+        let key = self.key(&format!("window:{name}"));
+        let mut pipe = redis::pipe();
+        for (field, n) in counts.iter().filter(|(_, n)| *n != 0) {
+            pipe.cmd("HINCRBY").arg(&key).arg(field).arg(*n).ignore();
+        }
+        pipe.cmd("PEXPIRE").arg(&key).arg(ttl.as_millis() as u64).ignore();
+        pipe.cmd("HGETALL").arg(&key);
+        let (totals,): (HashMap<String, i64>,) =
+            self.link.run(|mut c| async move { pipe.query_async(&mut c).await }).await?;
+        Ok(totals)
+    }
+
     /// The shared counters `name` (empty when none was added yet).
     pub async fn read_counts(&self, name: &str) -> Result<HashMap<String, i64>, FleetError> {
         let key = self.key(&format!("count:{name}"));

@@ -29,9 +29,11 @@ pub use convert::{decode_request, encode_response};
 pub use service::{GrpcPlane, InferenceService};
 
 use crate::admission::{Admission, Admitted};
-use crate::http::{ConnectionLimits, ConnectionSlots};
+use crate::deadline::Deadline;
+use crate::http::{ConnectionLimits, ConnectionSlots, Tls};
 use crate::protocol::ApiError;
 use crate::telemetry::{self, Outcome};
+use crate::tenants::{self, FrontDoor};
 
 /// The messages, the server trait and the client, generated from `proto/inference.proto` by
 /// `build.rs`.
@@ -49,21 +51,24 @@ const STREAM_PATH: &str = "/inference.GRPCInferenceService/ModelStreamInfer";
 pub fn service(plane: Arc<GrpcPlane>) -> Front<GrpcInferenceServiceServer<InferenceService>> {
     let limit = plane.max_message_bytes;
     let admission = plane.admission.clone();
+    let door = plane.door.clone();
     let inner = GrpcInferenceServiceServer::new(InferenceService { plane })
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
-    Front { inner, admission, limit }
+    Front { inner, admission, door, limit }
 }
 
-/// Serves gRPC on `listener` until `shutdown` turns true, then drains like the HTTP listener.
+/// Serves gRPC on `listener` (over TLS when `tls` is given; gRPC clients get h2 by ALPN) until
+/// `shutdown` turns true, then drains like the HTTP listener.
 pub async fn serve(
     listener: TcpListener,
     plane: Arc<GrpcPlane>,
     limits: ConnectionLimits,
     slots: Arc<ConnectionSlots>,
+    tls: Option<Arc<Tls>>,
     shutdown: watch::Receiver<bool>,
 ) {
-    crate::http::serve(listener, service(plane), limits, slots, shutdown).await;
+    crate::http::serve(listener, service(plane), limits, slots, tls, shutdown).await;
 }
 
 /// In front of the generated server: the shared in-flight limit (UNAVAILABLE beyond it), a
@@ -72,6 +77,7 @@ pub async fn serve(
 pub struct Front<S> {
     inner: S,
     admission: Arc<Admission>,
+    door: Arc<FrontDoor>,
     limit: usize,
 }
 
@@ -79,8 +85,9 @@ type GrpcResponse = http::Response<tonic::body::Body>;
 
 impl<S, B> tower::Service<http::Request<B>> for Front<S>
 where
-    S: tower::Service<http::Request<B>, Response = GrpcResponse, Error = Infallible>,
+    S: tower::Service<http::Request<B>, Response = GrpcResponse, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
+    B: Send + 'static,
 {
     type Response = GrpcResponse;
     type Error = Infallible;
@@ -91,6 +98,9 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if !self.door.is_open() && !tenants::open_path(req.uri().path()) {
+            return self.call_as_tenant(req);
+        }
         let span = tracing::debug_span!("grpc", method = %req.uri().path());
         let admitted: Option<Admitted> = if req.uri().path() == STREAM_PATH {
             None
@@ -110,6 +120,79 @@ where
             }
             .instrument(span),
         )
+    }
+}
+
+impl<S> Front<S> {
+    /// With `[auth]`: the tenant's front door (its metadata carries the key), then admission as
+    /// for everyone; the tenant rides in the request's extensions (tonic hands them to the
+    /// RPCs), and the call's result is counted under it. A ModelStreamInfer call is one request
+    /// to the front door.
+    fn call_as_tenant<B>(
+        &mut self,
+        mut req: http::Request<B>,
+    ) -> Pin<Box<dyn Future<Output = Result<GrpcResponse, Infallible>> + Send>>
+    where
+        S: tower::Service<http::Request<B>, Response = GrpcResponse, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        B: Send + 'static,
+    {
+        let span = tracing::debug_span!("grpc", method = %req.uri().path());
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let (admission, door, limit) = (self.admission.clone(), self.door.clone(), self.limit);
+        let stream = req.uri().path() == STREAM_PATH;
+        Box::pin(
+            async move {
+                let deadline = Deadline::after(door.request_timeout());
+                let pass = {
+                    let headers = req.headers();
+                    door.admit(|h| headers.get(h).map(|v| v.as_bytes()), &deadline).await
+                };
+                let pass = match pass {
+                    Ok(p) => p,
+                    Err(e) => return Ok(status::of(&e).into_http()),
+                };
+                let admitted = if stream { None } else { Some(admission.admit()) };
+                let admitted = match admitted.transpose() {
+                    Ok(a) => a,
+                    Err(e) => {
+                        pass.finish(Outcome::Rejected);
+                        return Ok(status::of(&e).into_http());
+                    }
+                };
+                if let Some(caller) = &pass.caller {
+                    req.extensions_mut().insert(caller.clone());
+                }
+                let response = inner.call(req).await?;
+                pass.finish(grpc_outcome(&response));
+                drop((admitted, pass));
+                Ok(too_large_in_our_words(response, limit))
+            }
+            .instrument(span),
+        )
+    }
+}
+
+/// A call's result from its `grpc-status` header: our RPCs' errors are trailers-only responses
+/// that carry it there; a reply whose status comes in the trailers is counted as answered.
+fn grpc_outcome(response: &GrpcResponse) -> Outcome {
+    use tonic::Code;
+    let code = response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map_or(Code::Ok, Code::from);
+    match code {
+        Code::Ok => Outcome::Ok,
+        Code::Unavailable | Code::ResourceExhausted => Outcome::Rejected,
+        Code::DeadlineExceeded => Outcome::Timeout,
+        Code::Internal | Code::Unknown | Code::DataLoss | Code::Unimplemented => Outcome::ServerError,
+        _ => Outcome::ClientError,
     }
 }
 

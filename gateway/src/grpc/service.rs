@@ -6,10 +6,10 @@
 //! encode, shadows, metrics once), pinned by `model_version` or the pin metadata entry, sticky
 //! by metadata, under the sooner of `request_timeout_ms` and the client's `grpc-timeout`.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::metadata::{Ascii, MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::proto::grpc_inference_service_server::GrpcInferenceService;
@@ -19,10 +19,13 @@ use super::stream::{self, InferStream};
 use super::{convert, documents};
 use crate::admission::Admission;
 use crate::deadline::Deadline;
+use crate::http::MakeId;
 use crate::inference::{self, Inference, Served};
 use crate::protocol::{ApiError, metadata, validate};
 use crate::registry::{Registry, ServingSnapshot};
 use crate::reload::Repository;
+use crate::tenants::Caller;
+use crate::trace::{Front as TraceFront, REQUEST_ID, TRACEPARENT, Trace};
 
 /// What the RPCs share.
 pub struct GrpcPlane {
@@ -34,6 +37,8 @@ pub struct GrpcPlane {
     pub admission: Arc<Admission>,
     /// Triton's model repository extension.
     pub repository: Arc<Repository>,
+    /// Tenants (`[auth]`): checked in `Front` before admission.
+    pub door: Arc<crate::tenants::FrontDoor>,
 }
 
 #[derive(Clone)]
@@ -45,6 +50,21 @@ type Reply<T> = Result<Response<T>, Status>;
 
 fn answer<T>(result: Result<T, ApiError>) -> Reply<T> {
     result.map(Response::new).map_err(|e| status::of(&e))
+}
+
+/// The tenant a call was admitted as (`[auth]`), from the request's extensions.
+fn caller<T>(request: &Request<T>) -> Option<&Caller> {
+    request.extensions().get::<Caller>()
+}
+
+/// 403 unless the call's tenant (if any) may call `model`.
+fn may_call<T>(request: &Request<T>, model: &str) -> Result<(), ApiError> {
+    caller(request).map_or(Ok(()), |c| c.may_call(model))
+}
+
+/// The repository API changes what every tenant is served: only a tenant of every model.
+fn may_use_repository<T>(request: &Request<T>) -> Result<(), Status> {
+    caller(request).map_or(Ok(()), |c| c.may_call_all("the model repository API")).map_err(|e| status::of(&e))
 }
 
 /// An optional version field: empty means none.
@@ -64,7 +84,8 @@ impl GrpcInferenceService for InferenceService {
     }
 
     async fn model_ready(&self, request: Request<ModelReadyRequest>) -> Reply<ModelReadyResponse> {
-        answer(model_ready(&self.plane.registry.snapshot(), request.get_ref()))
+        let r = request.get_ref();
+        answer(may_call(&request, &r.name).and_then(|()| model_ready(&self.plane.registry.snapshot(), r)))
     }
 
     async fn server_metadata(&self, _: Request<ServerMetadataRequest>) -> Reply<ServerMetadataResponse> {
@@ -72,24 +93,32 @@ impl GrpcInferenceService for InferenceService {
     }
 
     async fn model_metadata(&self, request: Request<ModelMetadataRequest>) -> Reply<ModelMetadataResponse> {
-        answer(model_metadata(&self.plane.registry.snapshot(), request.get_ref()))
+        let r = request.get_ref();
+        answer(may_call(&request, &r.name).and_then(|()| model_metadata(&self.plane.registry.snapshot(), r)))
     }
 
     async fn model_config(&self, request: Request<ModelConfigRequest>) -> Reply<ModelConfigResponse> {
-        answer(model_config(&self.plane.registry.snapshot(), request.get_ref()))
+        let r = request.get_ref();
+        answer(may_call(&request, &r.name).and_then(|()| model_config(&self.plane.registry.snapshot(), r)))
     }
 
     async fn model_statistics(
         &self,
         request: Request<ModelStatisticsRequest>,
     ) -> Reply<ModelStatisticsResponse> {
-        answer(model_statistics(&self.plane.registry.snapshot(), request.get_ref()))
+        let r = request.get_ref();
+        let allowed = match r.name.as_str() {
+            "" => caller(&request).map_or(Ok(()), |c| c.may_call_all("statistics of every model")),
+            name => may_call(&request, name),
+        };
+        answer(allowed.and_then(|()| model_statistics(&self.plane.registry.snapshot(), r)))
     }
 
     async fn repository_index(
         &self,
         request: Request<RepositoryIndexRequest>,
     ) -> Reply<RepositoryIndexResponse> {
+        may_use_repository(&request)?;
         let models = self
             .plane
             .repository
@@ -109,31 +138,57 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<RepositoryModelLoadRequest>,
     ) -> Reply<RepositoryModelLoadResponse> {
+        may_use_repository(&request)?;
         let r = request.get_ref();
         if let Some(key) = r.parameters.keys().find(|k| *k == "config" || k.starts_with("file:")) {
             return Err(status::of(&ApiError::Malformed(format!(
                 "load parameter {key:?} is not supported: the model's config.pbtxt and files are read from the repository"
             ))));
         }
-        answer(self.plane.repository.load(&r.model_name).await.map(|()| RepositoryModelLoadResponse {}))
+        let tenant = caller(&request).map(|c| c.0.name());
+        answer(
+            self.plane.repository.load(&r.model_name, tenant).await.map(|()| RepositoryModelLoadResponse {}),
+        )
     }
 
     async fn repository_model_unload(
         &self,
         request: Request<RepositoryModelUnloadRequest>,
     ) -> Reply<RepositoryModelUnloadResponse> {
+        may_use_repository(&request)?;
         let model = &request.get_ref().model_name;
-        answer(self.plane.repository.unload(model).await.map(|()| RepositoryModelUnloadResponse {}))
+        let tenant = caller(&request).map(|c| c.0.name());
+        answer(self.plane.repository.unload(model, tenant).await.map(|()| RepositoryModelUnloadResponse {}))
     }
 
     async fn model_infer(&self, request: Request<ModelInferRequest>) -> Reply<ModelInferResponse> {
-        let (metadata, _, message) = request.into_parts();
-        let served = infer(&self.plane, &metadata, message).await.map_err(|e| status::of(&e))?;
+        let (mut metadata, extensions, message) = request.into_parts();
+        let caller = extensions.get::<Caller>();
+        let request_id = request_id(&mut metadata);
+        let mut trace = begin_trace(&self.plane, &metadata, caller, false);
+        let served =
+            infer(&self.plane, &metadata, caller, message, &mut trace).await.map_err(|e| status::of(&e));
+        let traceparent = trace.traceparent().and_then(|v| MetadataValue::try_from(v.as_bytes()).ok());
+        trace.end_grpc(served.as_ref().map_or_else(|s| s.code() as i32, |_| 0));
+        let stamp = |headers: &mut MetadataMap| {
+            headers.insert(REQUEST_ID, request_id);
+            if let Some(traceparent) = traceparent {
+                headers.insert(TRACEPARENT, traceparent);
+            }
+        };
+        let served = match served {
+            Ok(served) => served,
+            Err(mut status) => {
+                stamp(status.metadata_mut());
+                return Err(status);
+            }
+        };
         let mut response = Response::new(served.reply);
         let headers = response.metadata_mut();
         headers.insert("x-model-version", MetadataValue::from(served.version));
         headers.insert("x-route-reason", MetadataValue::from_static(served.reason.as_str()));
         headers.insert("x-gateway-generation", MetadataValue::from(served.generation));
+        stamp(headers);
         Ok(response)
     }
 
@@ -143,8 +198,14 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<Streaming<ModelInferRequest>>,
     ) -> Reply<Self::ModelStreamInferStream> {
-        let (metadata, _, inbound) = request.into_parts();
-        Ok(Response::new(stream::start(self.plane.clone(), metadata, inbound)))
+        let (mut metadata, extensions, inbound) = request.into_parts();
+        let caller = extensions.get::<Caller>().cloned();
+        // One request id for the stream (answered in its opening metadata); each message gets
+        // its own trace span under the stream's `traceparent`.
+        let request_id = request_id(&mut metadata);
+        let mut response = Response::new(stream::start(self.plane.clone(), metadata, caller, inbound));
+        response.metadata_mut().insert(REQUEST_ID, request_id);
+        Ok(response)
     }
 }
 
@@ -193,19 +254,30 @@ fn model_statistics(
 pub async fn infer(
     plane: &GrpcPlane,
     metadata: &MetadataMap,
+    caller: Option<&Caller>,
     message: ModelInferRequest,
+    trace: &mut Trace,
 ) -> Result<Served<ModelInferResponse>, ApiError> {
     let snapshot = plane.registry.snapshot();
     let model = message.model_name.clone();
-    let pinned =
-        match inference::check_model_name(&model).and_then(|()| version_field(&message.model_version)) {
-            Ok(pinned) => pinned,
-            Err(e) => {
-                tracing::debug!(model, error = %e, "refused");
-                inference::count_refused(&snapshot, &model, &e);
-                return Err(e);
-            }
-        };
+    let checked = inference::check_model_name(&model).and_then(|()| version_field(&message.model_version));
+    let allowed = |pinned: Option<u64>| -> Result<Option<u64>, ApiError> {
+        if let Some(c) = caller {
+            c.may_call(&model)?;
+            c.may_pin(&snapshot, &model, pinned.is_some(), |h| metadata.get(h).map(|v| v.as_bytes()))?;
+        }
+        Ok(pinned)
+    };
+    let pinned = match checked.and_then(allowed) {
+        Ok(pinned) => pinned,
+        Err(e) => {
+            let request_id = metadata.get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+            tracing::debug!(model, request_id, error = %e, "refused");
+            inference::count_refused(&snapshot, &model, &e);
+            trace.finished(inference::outcome_of(&e).as_str(), Some(&e), false);
+            return Err(e);
+        }
+    };
     let deadline = Deadline::after(snapshot.config.server.request_timeout).or_client(grpc_timeout(metadata));
     let limit = plane.max_message_bytes;
     plane
@@ -216,6 +288,8 @@ pub async fn infer(
             pinned,
             |h| metadata.get(h).map(|v| v.as_bytes()),
             deadline,
+            trace,
+            caller.map(|c| c.0.name()),
             // Takes the message: its raw input buffers are freed once decoded, before the run.
             move |signature, limits| convert::decode_request(&message, signature, limits),
             |version, id, outputs, chosen| {
@@ -229,6 +303,38 @@ pub async fn infer(
             },
         )
         .await
+}
+
+/// Request ids for calls that bring no `x-request-id`.
+static IDS: LazyLock<MakeId> = LazyLock::new(MakeId::default);
+
+/// The call's request id: the client's `x-request-id`, else a new one, which is put in
+/// `metadata` so the shared flow logs it as it logs a client's.
+fn request_id(metadata: &mut MetadataMap) -> MetadataValue<Ascii> {
+    if let Some(id) = metadata.get(REQUEST_ID) {
+        return id.clone();
+    }
+    let id = MetadataValue::try_from(IDS.next_id()).unwrap_or_else(|_| MetadataValue::from_static("-"));
+    metadata.insert(REQUEST_ID, id.clone());
+    id
+}
+
+/// Begins an inference call's trace from its metadata (`traceparent`, `tracestate`,
+/// `x-request-id`), with the tenant when one is known.
+pub fn begin_trace(
+    plane: &GrpcPlane,
+    metadata: &MetadataMap,
+    caller: Option<&Caller>,
+    stream: bool,
+) -> Trace {
+    let mut trace =
+        plane.inference.tracer.begin(TraceFront::Grpc { stream }, |h| metadata.get(h).map(|v| v.as_bytes()));
+    if trace.is_sampled()
+        && let Some(caller) = caller
+    {
+        trace.set("gateway.tenant", caller.0.name().to_string());
+    }
+    trace
 }
 
 /// `grpc-timeout`: at most 8 digits and a unit (H, M, S, m, u, n), per the gRPC HTTP/2 spec.

@@ -32,6 +32,9 @@ pub fn code(e: &ApiError) -> Code {
         ApiError::InferenceFailed(_) => Code::Internal,
         ApiError::Internal(_) => Code::Internal,
         ApiError::Unauthorized => Code::Unauthenticated,
+        ApiError::Unauthenticated(_) => Code::Unauthenticated,
+        ApiError::Forbidden(_) => Code::PermissionDenied,
+        ApiError::TooManyRequests { .. } => Code::ResourceExhausted,
     }
 }
 

@@ -19,6 +19,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataMap;
+
+use crate::tenants::Caller;
 use tonic::{Code, Status, Streaming};
 
 use super::proto::{ModelInferRequest, ModelInferResponse, ModelStreamInferResponse};
@@ -35,10 +37,11 @@ pub const MAX_IN_FLIGHT: usize = 32;
 pub fn start(
     plane: Arc<GrpcPlane>,
     metadata: MetadataMap,
+    caller: Option<Caller>,
     inbound: Streaming<ModelInferRequest>,
 ) -> InferStream {
     let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
-    tokio::spawn(pump(plane, Arc::new(metadata), inbound, tx));
+    tokio::spawn(pump(plane, Arc::new((metadata, caller)), inbound, tx));
     ReceiverStream::new(rx)
 }
 
@@ -51,12 +54,10 @@ enum Handed {
     Stalled,
 }
 
-async fn pump(
-    plane: Arc<GrpcPlane>,
-    metadata: Arc<MetadataMap>,
-    mut inbound: Streaming<ModelInferRequest>,
-    tx: Sender,
-) {
+/// The call's metadata and tenant, shared by its requests.
+type Call = Arc<(MetadataMap, Option<Caller>)>;
+
+async fn pump(plane: Arc<GrpcPlane>, metadata: Call, mut inbound: Streaming<ModelInferRequest>, tx: Sender) {
     // Dropped (aborting what still runs) when the client's side breaks or stops reading.
     let mut running = JoinSet::new();
     loop {
@@ -88,16 +89,16 @@ async fn pump(
 
 /// One request of the stream, admitted on its own; its admission slot is held until its reply
 /// is handed to the reply stream.
-async fn one(
-    plane: Arc<GrpcPlane>,
-    metadata: Arc<MetadataMap>,
-    message: ModelInferRequest,
-    tx: Sender,
-) -> Handed {
+async fn one(plane: Arc<GrpcPlane>, metadata: Call, message: ModelInferRequest, tx: Sender) -> Handed {
     let (model, id) = (message.model_name.clone(), message.id.clone());
     let admitted = plane.admission.admit();
     let result = match &admitted {
-        Ok(_) => service::infer(&plane, &metadata, message).await.map(|served| served.reply),
+        Ok(_) => {
+            let mut trace = service::begin_trace(&plane, &metadata.0, metadata.1.as_ref(), true);
+            let served = service::infer(&plane, &metadata.0, metadata.1.as_ref(), message, &mut trace).await;
+            trace.end_grpc(served.as_ref().map_or_else(|e| status::of(e).code() as i32, |_| 0));
+            served.map(|served| served.reply)
+        }
         Err(e) => Err(e.clone()),
     };
     let response = match result {

@@ -20,6 +20,8 @@ use crate::protocol::{self, ApiError, HEADER_CONTENT_LENGTH, decode_infer, encod
 use crate::registry::{Registry, ServingSnapshot};
 use crate::reload::Repository;
 use crate::telemetry;
+use crate::tenants::Caller;
+use crate::trace::{Front, REQUEST_ID, Trace};
 
 /// What the data-plane handlers share.
 pub struct DataPlane {
@@ -27,6 +29,8 @@ pub struct DataPlane {
     pub inference: Arc<Inference>,
     /// Triton's model repository extension (`/v2/repository/...`).
     pub repository: Arc<Repository>,
+    /// Tenants (`[auth]`): checked in the admission layer, before the handlers.
+    pub door: Arc<crate::tenants::FrontDoor>,
 }
 
 pub async fn handle(plane: Arc<DataPlane>, request: http::Request<Incoming>) -> HttpResponse {
@@ -41,6 +45,11 @@ pub async fn handle(plane: Arc<DataPlane>, request: http::Request<Incoming>) -> 
         }
     };
     let snapshot = plane.registry.snapshot();
+    if let Err(e) = allowed(parts.extensions.get::<Caller>(), &snapshot, &endpoint, &parts.headers) {
+        tracing::debug!(error = %e, "refused");
+        telemetry::count_unrouted(None, outcome_of(&e));
+        return error(&e);
+    }
     let deadline = Deadline::after(snapshot.config.server.request_timeout);
     match endpoint {
         Endpoint::ServerMetadata => response::json(StatusCode::OK, &metadata::server()),
@@ -54,18 +63,63 @@ pub async fn handle(plane: Arc<DataPlane>, request: http::Request<Incoming>) -> 
             respond(deadline.bound(repository_index(&plane, &parts.headers, body)).await)
         }
         Endpoint::RepositoryLoad(model) => {
-            respond(repository_load(&plane, &parts.headers, body, model).await)
+            let tenant = parts.extensions.get::<Caller>().map(|c| c.0.name());
+            respond(repository_load(&plane, &parts.headers, body, model, tenant).await)
         }
         Endpoint::RepositoryUnload(model) => {
-            respond(plane.repository.unload(model).await.map(|()| response::json(StatusCode::OK, &json!({}))))
+            let tenant = parts.extensions.get::<Caller>().map(|c| c.0.name());
+            let unloaded = plane.repository.unload(model, tenant).await;
+            respond(unloaded.map(|()| response::json(StatusCode::OK, &json!({}))))
         }
         Endpoint::Model { model, version, action } => match action {
-            ModelAction::Infer => infer(&plane, &snapshot, parts, body, model, version, deadline).await,
+            ModelAction::Infer => {
+                // The request's trace starts before its body is read and ends with its answer.
+                let lookup = |h: &str| parts.headers.get(h).map(HeaderValue::as_bytes);
+                let mut trace = plane.inference.tracer.begin(Front::Http, lookup);
+                if trace.is_sampled()
+                    && let Some(caller) = parts.extensions.get::<Caller>()
+                {
+                    trace.set("gateway.tenant", caller.0.name().to_string());
+                }
+                let response =
+                    infer(&plane, &snapshot, parts, body, model, version, deadline, &mut trace).await;
+                trace.end_http(response)
+            }
+            ModelAction::Explain => {
+                super::explain::handle(&snapshot, parts, body, model, version, deadline).await
+            }
             ModelAction::Metadata => respond(model_metadata(&snapshot, model, version)),
             ModelAction::Ready => model_ready(&snapshot, model, version),
             ModelAction::Config => respond(model_config(&snapshot, model, version)),
             ModelAction::Stats => respond(model_statistics(&snapshot, model, version)),
         },
+    }
+}
+
+/// What the tenant (with `[auth]`) may reach: its models (pinning only when `may_pin`), and the
+/// calls that span every model (repository API, all statistics) only with `models = ["*"]`.
+fn allowed(
+    caller: Option<&Caller>,
+    snapshot: &ServingSnapshot,
+    endpoint: &Endpoint<'_>,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    let Some(caller) = caller else { return Ok(()) };
+    match endpoint {
+        Endpoint::Model { model, version, action } => {
+            caller.may_call(model)?;
+            if matches!(action, ModelAction::Infer | ModelAction::Explain) {
+                caller.may_pin(snapshot, model, version.is_some(), |h| {
+                    headers.get(h).map(HeaderValue::as_bytes)
+                })?;
+            }
+            Ok(())
+        }
+        Endpoint::AllStats => caller.may_call_all("statistics of every model"),
+        Endpoint::RepositoryIndex | Endpoint::RepositoryLoad(_) | Endpoint::RepositoryUnload(_) => {
+            caller.may_call_all("the model repository API")
+        }
+        Endpoint::ServerMetadata | Endpoint::Live | Endpoint::Ready | Endpoint::Feedback => Ok(()),
     }
 }
 
@@ -115,6 +169,7 @@ async fn repository_load(
     headers: &HeaderMap,
     body: Incoming,
     model: &str,
+    tenant: Option<&str>,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(body, headers, 64 * 1024).await?;
     if !body.iter().all(u8::is_ascii_whitespace) {
@@ -128,7 +183,7 @@ async fn repository_load(
             )));
         }
     }
-    plane.repository.load(model).await?;
+    plane.repository.load(model, tenant).await?;
     Ok(response::json(StatusCode::OK, &json!({})))
 }
 
@@ -212,6 +267,7 @@ fn model_config(
 
 /// Infer: refuse an unknown or unready model before reading the body; read the whole body
 /// (only then is a version picked, so a slow upload never counts toward it); serve it.
+#[allow(clippy::too_many_arguments)]
 async fn infer(
     plane: &DataPlane,
     snapshot: &Arc<ServingSnapshot>,
@@ -220,6 +276,7 @@ async fn infer(
     model: &str,
     pinned: Option<u64>,
     deadline: Deadline,
+    trace: &mut Trace,
 ) -> HttpResponse {
     let headers = &parts.headers;
     let whole = async {
@@ -232,8 +289,10 @@ async fn infer(
     let (body, json_length) = match deadline.bound(whole).await {
         Ok(whole) => whole,
         Err(e) => {
-            tracing::debug!(model, error = %e, "refused");
+            let request_id = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+            tracing::debug!(model, request_id, error = %e, "refused");
             inference::count_refused(snapshot, model, &e);
+            trace.finished(outcome_of(&e).as_str(), Some(&e), false);
             return error(&e);
         }
     };
@@ -245,6 +304,8 @@ async fn infer(
             pinned,
             |h| headers.get(h).map(HeaderValue::as_bytes),
             deadline,
+            trace,
+            parts.extensions.get::<Caller>().map(|c| c.0.name()),
             |signature, limits| decode_infer(&body, json_length, signature, limits),
             |version, id, outputs, chosen| {
                 Ok(encode_infer(&version.model, version.version, id, outputs, chosen))
@@ -268,7 +329,7 @@ fn infer_response(served: Served<protocol::EncodedResponse>) -> HttpResponse {
     response
 }
 
-fn json_length(headers: &HeaderMap) -> Result<Option<usize>, ApiError> {
+pub(super) fn json_length(headers: &HeaderMap) -> Result<Option<usize>, ApiError> {
     let Some(value) = headers.get(HEADER_CONTENT_LENGTH) else {
         return Ok(None);
     };
@@ -280,7 +341,7 @@ fn json_length(headers: &HeaderMap) -> Result<Option<usize>, ApiError> {
 /// Triton's request compression (`Content-Encoding: gzip` or `deflate`, which tritonclient's
 /// `request_compression_algorithm` sends): the decompressed body is bounded by `limit` too.
 /// `Inference-Header-Content-Length` counts the decompressed JSON, as Triton reads it.
-fn decode_content(body: Bytes, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+pub(super) fn decode_content(body: Bytes, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
     use std::io::Read;
     let Some(value) = headers.get(http::header::CONTENT_ENCODING) else {
         return Ok(body);
@@ -306,7 +367,7 @@ fn decode_content(body: Bytes, headers: &HeaderMap, limit: usize) -> Result<Byte
 }
 
 /// The whole body, refusing (413) anything over `limit` before or while reading it.
-async fn read_body(body: Incoming, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body(body: Incoming, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
     let declared =
         headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {

@@ -1,6 +1,8 @@
-//! Tower layers in front of the data-plane handlers: request ids and admission (max in-flight,
-//! shared with gRPC: beyond it 503 with `Retry-After` at once, never a queue). The request's
-//! deadline is not a layer: the handlers bound every wait by the one `Deadline`.
+//! Tower layers in front of the data-plane handlers: request ids and admission: the tenant's
+//! front door when `[auth]` is on (401/429, priority; the tenant goes in the request's
+//! extensions for the handlers), then max in-flight (shared with gRPC: beyond it 503 with
+//! `Retry-After` at once, never a queue). The request's deadline is not a layer: the handlers
+//! bound every wait by the one `Deadline`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,6 +16,8 @@ use tower_http::request_id::{MakeRequestId, RequestId};
 
 use super::response::{HttpResponse, error};
 use crate::admission::Admission;
+use crate::deadline::Deadline;
+use crate::tenants::{self, FrontDoor};
 
 /// Request ids for requests that bring none: a per-process random prefix and a counter.
 #[derive(Clone)]
@@ -28,10 +32,17 @@ impl Default for MakeId {
     }
 }
 
+impl MakeId {
+    /// The next id: `<prefix>-<n>` (gRPC calls take theirs here too).
+    pub fn next_id(&self) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        format!("{:08x}-{n}", self.prefix)
+    }
+}
+
 impl MakeRequestId for MakeId {
     fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{:08x}-{n}", self.prefix)).ok().map(RequestId::new)
+        HeaderValue::from_str(&self.next_id()).ok().map(RequestId::new)
     }
 }
 
@@ -42,18 +53,19 @@ type BoxFuture = Pin<Box<dyn Future<Output = Result<HttpResponse, std::convert::
 #[derive(Clone)]
 pub struct AdmissionLayer {
     state: Arc<Admission>,
+    door: Arc<FrontDoor>,
 }
 
 impl AdmissionLayer {
-    pub fn new(state: Arc<Admission>) -> AdmissionLayer {
-        AdmissionLayer { state }
+    pub fn new(state: Arc<Admission>, door: Arc<FrontDoor>) -> AdmissionLayer {
+        AdmissionLayer { state, door }
     }
 }
 
 impl<S> Layer<S> for AdmissionLayer {
     type Service = AdmissionService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        AdmissionService { inner, state: self.state.clone() }
+        AdmissionService { inner, state: self.state.clone(), door: self.door.clone() }
     }
 }
 
@@ -61,12 +73,17 @@ impl<S> Layer<S> for AdmissionLayer {
 pub struct AdmissionService<S> {
     inner: S,
     state: Arc<Admission>,
+    door: Arc<FrontDoor>,
 }
 
 impl<S, B> Service<Request<B>> for AdmissionService<S>
 where
-    S: Service<Request<B>, Response = HttpResponse, Error = std::convert::Infallible>,
+    S: Service<Request<B>, Response = HttpResponse, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
+    B: Send + 'static,
 {
     type Response = HttpResponse;
     type Error = std::convert::Infallible;
@@ -77,6 +94,9 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        if !self.door.is_open() && !tenants::open_path(req.uri().path()) {
+            return self.call_as_tenant(req);
+        }
         let admitted = match self.state.admit() {
             Ok(a) => a,
             Err(e) => return Box::pin(async move { Ok(error(&e)) }),
@@ -85,6 +105,52 @@ where
         Box::pin(async move {
             let response = fut.await;
             drop(admitted);
+            response
+        })
+    }
+}
+
+impl<S> AdmissionService<S> {
+    /// With `[auth]`: the front door first (a refused caller never takes an in-flight place),
+    /// then the in-flight limit; the result is counted under the tenant.
+    fn call_as_tenant<B>(&mut self, mut req: Request<B>) -> BoxFuture
+    where
+        S: Service<Request<B>, Response = HttpResponse, Error = std::convert::Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        B: Send + 'static,
+    {
+        // The clone that was polled ready serves this request (tower's rule for moving `inner`).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let (state, door) = (self.state.clone(), self.door.clone());
+        Box::pin(async move {
+            let timeout = door.request_timeout();
+            let pass = {
+                let headers = req.headers();
+                door.admit(|h| headers.get(h).map(HeaderValue::as_bytes), &Deadline::after(timeout)).await
+            };
+            let pass = match pass {
+                Ok(p) => p,
+                Err(e) => return Ok(error(&e)),
+            };
+            let admitted = match state.admit() {
+                Ok(a) => a,
+                Err(e) => {
+                    pass.finish(crate::telemetry::Outcome::Rejected);
+                    return Ok(error(&e));
+                }
+            };
+            if let Some(caller) = &pass.caller {
+                req.extensions_mut().insert(caller.clone());
+            }
+            let response = inner.call(req).await;
+            if let Ok(r) = &response {
+                pass.finish(tenants::outcome_of_status(r.status()));
+            }
+            drop((admitted, pass));
             response
         })
     }

@@ -1,12 +1,14 @@
-//! The HTTP front end (HTTP/1.1 and h2c on `listen`): connection handling, the tower layers,
-//! the V2 router and handlers. Uses `protocol`, `registry` and (later) `shadow` and `monitor`;
-//! never names ONNX Runtime.
+//! The HTTP front end (HTTP/1.1 and h2c on `listen`, or both over TLS with `[server.tls]`):
+//! connection handling, TLS, the tower layers, the V2 router and handlers. Uses `protocol`,
+//! `registry` and (later) `shadow` and `monitor`; never names ONNX Runtime.
 
+mod explain;
 mod handlers;
 mod layers;
 pub mod response;
 mod router;
 mod server;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -22,7 +24,8 @@ use tracing::Level;
 pub use handlers::DataPlane;
 pub use layers::{AdmissionLayer, MakeId};
 pub use router::{Endpoint, ModelAction, route};
-pub use server::{ConnectionLimits, ConnectionSlots, serve};
+pub use server::{ConnectionLimits, ConnectionSlots, PeerAddr, serve};
+pub use tls::Tls;
 
 use crate::admission::Admission;
 use crate::config::ServerConfig;
@@ -53,7 +56,7 @@ pub fn data_service(
                 .on_response(DefaultOnResponse::new().level(Level::DEBUG))
                 .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
         )
-        .layer(AdmissionLayer::new(admission))
+        .layer(AdmissionLayer::new(admission, plane.door.clone()))
         .service_fn(move |req| {
             let plane = plane.clone();
             async move { Ok::<_, Infallible>(handlers::handle(plane, req).await) }
@@ -65,5 +68,6 @@ pub fn connection_limits(server: &ServerConfig) -> ConnectionLimits {
         header_read_timeout: server.header_read_timeout,
         idle_timeout: server.idle_timeout,
         drain_timeout: server.drain_timeout,
+        record_peer: false,
     }
 }

@@ -33,6 +33,9 @@ pub fn error(e: &ApiError) -> HttpResponse {
     if let Some(seconds) = e.retry_after() {
         response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));
     }
+    if let ApiError::Unauthenticated(_) = e {
+        response.headers_mut().insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
     if let ApiError::MethodNotAllowed { allowed, .. } = e {
         response.headers_mut().insert(ALLOW, HeaderValue::from_static(allowed));
     }

@@ -31,6 +31,8 @@ pub enum ModelAction {
     Config,
     Stats,
     Infer,
+    /// Per-feature attributions by occlusion (`crate::explain`).
+    Explain,
 }
 
 pub fn route<'a>(method: &Method, path: &'a str) -> Result<Endpoint<'a>, ApiError> {
@@ -76,6 +78,7 @@ fn model_endpoint<'a>(
         ["config"] => (ModelAction::Config, Method::GET),
         ["stats"] => (ModelAction::Stats, Method::GET),
         ["infer"] => (ModelAction::Infer, Method::POST),
+        ["explain"] => (ModelAction::Explain, Method::POST),
         _ => return Err(no_route(method, path)),
     };
     inference::check_model_name(model)?;
@@ -105,6 +108,10 @@ mod tests {
             Endpoint::Model { model: "m", version: None, action: ModelAction::Config }
         );
         assert_eq!(route(&get, "/v2/models/stats").unwrap(), Endpoint::AllStats);
+        assert_eq!(
+            route(&Method::POST, "/v2/models/m/versions/2/explain").unwrap(),
+            Endpoint::Model { model: "m", version: Some(2), action: ModelAction::Explain }
+        );
         assert_eq!(
             route(&get, "/v2/models/m/versions/2/stats").unwrap(),
             Endpoint::Model { model: "m", version: Some(2), action: ModelAction::Stats }

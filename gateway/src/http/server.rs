@@ -5,9 +5,12 @@
 //!   (the HTTP and gRPC data-plane listeners share one); a connection beyond it is closed at
 //!   once, unread, and counted in `gateway_connections_refused_total`.
 //! - **Header-read timeout.** A connection must complete its first request head within
-//!   `header_read_timeout` of being accepted (hyper-util's auto builder would wait forever in
-//!   its protocol sniff for a client that connects and sends nothing); later HTTP/1 heads are
-//!   bounded by hyper's own `header_read_timeout`.
+//!   `header_read_timeout` of being accepted, its TLS handshake included (hyper-util's auto
+//!   builder would wait forever in its protocol sniff for a client that connects and sends
+//!   nothing); later HTTP/1 heads are bounded by hyper's own `header_read_timeout`.
+//! - **TLS** (`tls`): the handshake runs in the connection's own task, never in the accept
+//!   loop, and the TLS stream is served by the same builder; plain text is served as before,
+//!   with nothing in between.
 //! - **Idle timeout.** A connection is idle when no request is being handled and no response
 //!   has made progress for `idle_timeout`; then it is closed. Only requests and response frames
 //!   count as activity, never bytes: HTTP/2 keep-alive pings and their acknowledgements (and
@@ -34,6 +37,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 
+use super::tls::Tls;
 use crate::capped::{Capped, Held};
 use crate::tasks::Tracker;
 use crate::telemetry;
@@ -43,7 +47,14 @@ pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub drain_timeout: Duration,
+    /// Put the client's address in each request's extensions (`PeerAddr`): the admin plane
+    /// records who changed what. Off on the data plane, whose requests do not need it.
+    pub record_peer: bool,
 }
+
+/// The address a request's connection came from (when `ConnectionLimits::record_peer`).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
 
 /// Open connections of the listeners that share it, capped.
 pub struct ConnectionSlots {
@@ -68,12 +79,14 @@ impl ConnectionSlots {
     }
 }
 
-/// Serves `service` on `listener` until `shutdown` turns true, then drains.
+/// Serves `service` on `listener` (over TLS when `tls` is given) until `shutdown` turns true,
+/// then drains.
 pub async fn serve<S, B>(
     listener: TcpListener,
     service: S,
     limits: ConnectionLimits,
     slots: Arc<ConnectionSlots>,
+    tls: Option<Arc<Tls>>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
@@ -87,16 +100,26 @@ pub async fn serve<S, B>(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
+                Ok((stream, peer)) => {
                     // Beyond the cap: closed at once, unread (counted in `take`).
                     let Some(slot) = slots.take() else { continue };
                     let _ = stream.set_nodelay(true);
-                    let conn = serve_connection(
-                        stream, service.clone(), builder.clone(), limits, shutdown.clone(), closing.clone(),
-                    );
+                    let conn = Connection {
+                        service: service.clone(),
+                        builder: builder.clone(),
+                        limits,
+                        peer: limits.record_peer.then_some(PeerAddr(peer)),
+                        accepted: Instant::now(),
+                        shutdown: shutdown.clone(),
+                        close_now: closing.clone(),
+                    };
+                    let tls = tls.clone();
                     let guard = tracker.enter();
                     tokio::spawn(async move {
-                        conn.await;
+                        match tls {
+                            None => serve_connection(TokioIo::new(stream), conn).await,
+                            Some(tls) => serve_tls_connection(stream, &tls, conn).await,
+                        }
                         drop((slot, guard));
                     });
                 }
@@ -129,24 +152,51 @@ fn builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-async fn serve_connection<S, B>(
-    stream: TcpStream,
+/// One accepted connection's share of its listener, and when it was accepted.
+struct Connection<S> {
     service: S,
     builder: Arc<auto::Builder<TokioExecutor>>,
     limits: ConnectionLimits,
-    mut shutdown: watch::Receiver<bool>,
-    mut close_now: watch::Receiver<bool>,
-) where
+    peer: Option<PeerAddr>,
+    accepted: Instant,
+    shutdown: watch::Receiver<bool>,
+    close_now: watch::Receiver<bool>,
+}
+
+/// The TLS handshake, then the same serving as plain text. The handshake counts against the
+/// header-read timeout (the first request head is due that long after accept, handshake
+/// included), and the drain timeout ends one still in progress.
+async fn serve_tls_connection<S, B>(stream: TcpStream, tls: &Tls, conn: Connection<S>)
+where
     S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let mut close_now = conn.close_now.clone();
+    let stream = tokio::select! {
+        handshake = tls.handshake(stream, conn.limits.header_read_timeout) => match handshake {
+            Ok(stream) => stream,
+            Err(_) => return, // counted and logged by `handshake`
+        },
+        _ = close_now.changed() => return,
+    };
+    serve_connection(TokioIo::new(stream), conn).await;
+}
+
+async fn serve_connection<I, S, B>(io: I, conn: Connection<S>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let Connection { service, builder, limits, peer, accepted, mut shutdown, mut close_now } = conn;
     let activity = Arc::new(Activity::new());
-    let service = TowerToHyperService::new(Tracked { inner: service, activity: activity.clone() });
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let service = TowerToHyperService::new(Tracked { inner: service, activity: activity.clone(), peer });
+    let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
-    let accepted = Instant::now();
     let mut draining = false;
     loop {
         let now = Instant::now();
@@ -230,6 +280,7 @@ impl Activity {
 struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
+    peer: Option<PeerAddr>,
 }
 
 struct Handling(Arc<Activity>);
@@ -255,7 +306,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        if let Some(peer) = self.peer {
+            req.extensions_mut().insert(peer);
+        }
         self.activity.handling.fetch_add(1, Ordering::Relaxed);
         self.activity.started.store(true, Ordering::Relaxed);
         self.activity.touch();

@@ -11,11 +11,18 @@
 //!   same inputs (a mirrored copy run on the primary during the rollout), the fraction that
 //!   disagree (argmax or tolerance, as shadow comparisons do).
 //! - false-positive rate: FP / (FP + TN) over labels that arrived for candidate predictions.
+//! - segment disparity: the candidate's spread of positive rates between segments minus the
+//!   primary's (see `segments`); a segment short of `min_segment_requests` holds it.
+//! - input drift: while the traffic's largest input feature PSI (primary's or candidate's, see
+//!   `inputs`) is over `max_input_drift_psi`, a window that would pass holds instead: a verdict
+//!   on shifted data is not a verdict on the model. It never fails a candidate.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::segments::{self, Disparity, SegmentCount};
 use crate::config::RolloutConfig;
 
 const LATENCY_BUCKETS: usize = 240;
@@ -82,11 +89,15 @@ pub struct WindowStats {
     pub disagreed: u64,
     pub fp: u64,
     pub tn: u64,
+    /// Per segment (fairness gate): the primary's and the candidate's rows and positive rows.
+    pub segments: BTreeMap<String, SegmentCount>,
+    /// The traffic's input drift when judged (this replica's measurement; never counted).
+    pub input_drift: Option<super::inputs::Drift>,
 }
 
 impl WindowStats {
     pub fn is_empty(&self) -> bool {
-        self.requests == 0 && self.compared == 0 && self.fp == 0 && self.tn == 0
+        self.requests == 0 && self.compared == 0 && self.fp == 0 && self.tn == 0 && self.segments.is_empty()
     }
 
     /// Adds another window's counts to this one.
@@ -99,6 +110,9 @@ impl WindowStats {
         self.tn += other.tn;
         for (i, n) in other.latencies.buckets() {
             self.latencies.add(i, n);
+        }
+        for (name, c) in &other.segments {
+            self.segments.entry(name.clone()).or_default().add(c);
         }
     }
 
@@ -117,6 +131,10 @@ impl WindowStats {
         .map(|(name, n)| (name.to_string(), n as i64))
         .collect();
         counts.extend(self.latencies.buckets().map(|(i, n)| (format!("l{i}"), n as i64)));
+        for (name, c) in &self.segments {
+            let fields = c.fields().into_iter().filter(|(_, n)| *n > 0);
+            counts.extend(fields.map(|(f, n)| (format!("{}{name}:{f}", segments::FIELD_PREFIX), n as i64)));
+        }
         counts
     }
 
@@ -133,7 +151,14 @@ impl WindowStats {
                 "fp" => w.fp = n,
                 "tn" => w.tn = n,
                 other => {
-                    if let Some(i) = other.strip_prefix('l').and_then(|i| i.parse().ok()) {
+                    if let Some((segment, field)) =
+                        other.strip_prefix(segments::FIELD_PREFIX).and_then(|s| s.rsplit_once(':'))
+                    {
+                        let mut c = SegmentCount::default();
+                        if c.set(field, n) {
+                            w.segments.entry(segment.to_string()).or_default().add(&c);
+                        }
+                    } else if let Some(i) = other.strip_prefix('l').and_then(|i| i.parse().ok()) {
                         w.latencies.add(i, n);
                     }
                 }
@@ -162,11 +187,19 @@ pub struct Analysis {
     pub shadow_disagreement: Option<f64>,
     pub labelled_negatives: u64,
     pub false_positive_rate: Option<f64>,
+    /// The fairness gate's rates per segment and spreads, once every segment has enough data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segments: Option<Disparity>,
+    /// The largest input feature PSI of the traffic (`max_input_drift_psi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_drift_psi: Option<f64>,
     /// One line per gate that failed or held, or that passed when everything passed.
     pub reasons: Vec<String>,
 }
 
-pub fn judge(w: &WindowStats, cfg: &RolloutConfig) -> Analysis {
+/// Judges a window; `min_segment_requests` (the model's `monitor.min_segment_requests`) is what
+/// the fairness gate needs per segment and side.
+pub fn judge(w: &WindowStats, cfg: &RolloutConfig, min_segment_requests: u64) -> Analysis {
     let ratio = |num: u64, den: u64| (den > 0).then(|| num as f64 / den as f64);
     let mut a = Analysis {
         verdict: Verdict::Pass,
@@ -177,6 +210,8 @@ pub fn judge(w: &WindowStats, cfg: &RolloutConfig) -> Analysis {
         shadow_disagreement: ratio(w.disagreed, w.compared),
         labelled_negatives: w.fp + w.tn,
         false_positive_rate: ratio(w.fp, w.fp + w.tn),
+        segments: None,
+        input_drift_psi: w.input_drift.as_ref().and_then(|d| d.max()),
         reasons: Vec::new(),
     };
     if w.requests < cfg.min_requests {
@@ -210,6 +245,20 @@ pub fn judge(w: &WindowStats, cfg: &RolloutConfig) -> Analysis {
             check("false-positive rate", a.false_positive_rate, Some(limit), "");
         }
     }
+    if let Some(limit) = cfg.max_segment_disparity {
+        match segments::disparity(&w.segments, min_segment_requests) {
+            Ok(d) => {
+                if d.excess() > limit {
+                    failed.push(d.describe(limit));
+                }
+                a.segments = Some(d);
+            }
+            Err(why) => held.push(why),
+        }
+    }
+    if let (Some(limit), Some(drift)) = (cfg.max_input_drift_psi, &w.input_drift) {
+        held.extend(drift.hold(limit));
+    }
     if !failed.is_empty() {
         a.verdict = Verdict::Fail;
         a.reasons = failed;
@@ -236,6 +285,8 @@ mod tests {
             max_shadow_disagreement: Some(0.05),
             max_false_positive_rate: Some(0.10),
             min_labelled_negatives: 20,
+            max_input_drift_psi: None,
+            max_segment_disparity: None,
         }
     }
 
@@ -250,14 +301,14 @@ mod tests {
 
     #[test]
     fn a_healthy_window_passes() {
-        let a = judge(&healthy(), &cfg());
+        let a = judge(&healthy(), &cfg(), 30);
         assert_eq!(a.verdict, Verdict::Pass, "{a:?}");
     }
 
     #[test]
     fn too_few_requests_is_insufficient_data_whatever_else() {
         let w = WindowStats { requests: 99, errors: 99, ..healthy() };
-        assert_eq!(judge(&w, &cfg()).verdict, Verdict::InsufficientData);
+        assert_eq!(judge(&w, &cfg(), 30).verdict, Verdict::InsufficientData);
     }
 
     #[test]
@@ -275,7 +326,7 @@ mod tests {
             }),
         ];
         for (gate, w) in cases {
-            let a = judge(&w, &cfg());
+            let a = judge(&w, &cfg(), 30);
             assert_eq!(a.verdict, Verdict::Fail, "{gate}: {a:?}");
             assert_eq!(a.reasons.len(), 1, "{gate}: {a:?}");
             assert!(a.reasons[0].starts_with(gate), "{gate}: {a:?}");
@@ -285,11 +336,11 @@ mod tests {
     #[test]
     fn few_labelled_negatives_hold_the_false_positive_gate() {
         let w = WindowStats { fp: 5, tn: 10, ..healthy() };
-        let a = judge(&w, &cfg());
+        let a = judge(&w, &cfg(), 30);
         assert_eq!(a.verdict, Verdict::InsufficientData, "{a:?}");
         // ...but a failing gate still fails.
         let w = WindowStats { fp: 5, tn: 10, errors: 50, ..healthy() };
-        assert_eq!(judge(&w, &cfg()).verdict, Verdict::Fail);
+        assert_eq!(judge(&w, &cfg(), 30).verdict, Verdict::Fail);
     }
 
     #[test]
@@ -297,7 +348,7 @@ mod tests {
         let w = WindowStats { errors: 7, ..healthy() };
         let counts: std::collections::HashMap<String, i64> = w.to_counts().into_iter().collect();
         let back = WindowStats::from_counts(&counts);
-        let (a, b) = (judge(&w, &cfg()), judge(&back, &cfg()));
+        let (a, b) = (judge(&w, &cfg(), 30), judge(&back, &cfg(), 30));
         assert_eq!(
             (back.requests, back.errors, back.compared, back.disagreed, back.fp, back.tn),
             (200, 7, 150, 3, 2, 40)
@@ -307,6 +358,46 @@ mod tests {
         twice.merge(&back);
         assert_eq!(twice.requests, 400);
         assert_eq!(twice.latencies.p99_ms(), w.latencies.p99_ms());
+    }
+
+    #[test]
+    fn a_candidate_approving_one_segment_far_less_fails_naming_the_segments() {
+        let c = RolloutConfig { max_segment_disparity: Some(0.1), ..cfg() };
+        let mut w = healthy();
+        segments::record(&mut w.segments, "a", false, 100, 80);
+        segments::record(&mut w.segments, "b", false, 100, 78);
+        segments::record(&mut w.segments, "a", true, 50, 40);
+        segments::record(&mut w.segments, "b", true, 50, 10);
+        // The same counts after the fleet's shared counters.
+        let counts: std::collections::HashMap<String, i64> = w.to_counts().into_iter().collect();
+        let back = WindowStats::from_counts(&counts);
+        assert_eq!(back.segments, w.segments);
+        let a = judge(&back, &c, 30);
+        assert_eq!(a.verdict, Verdict::Fail, "{a:?}");
+        assert!(a.reasons[0].contains("a 0.8000") && a.reasons[0].contains("b 0.2000"), "{a:?}");
+        // Too few candidate requests in a segment: the gate holds.
+        assert_eq!(judge(&back, &c, 51).verdict, Verdict::InsufficientData);
+    }
+
+    #[test]
+    fn drifted_traffic_holds_a_passing_window_but_never_fails_it() {
+        let c = RolloutConfig { max_input_drift_psi: Some(0.25), ..cfg() };
+        let drift = super::super::inputs::Drift {
+            features: vec![("x".into(), 3, 0.9), ("x".into(), 0, 0.3), ("x".into(), 1, 0.01)],
+        };
+        let w = WindowStats { input_drift: Some(drift.clone()), ..healthy() };
+        let a = judge(&w, &c, 30);
+        assert_eq!(a.verdict, Verdict::InsufficientData, "{a:?}");
+        assert_eq!(a.input_drift_psi, Some(0.9));
+        assert!(a.reasons[0].contains("x[3] 0.9000, x[0] 0.3000"), "{a:?}");
+        assert!(!a.reasons[0].contains("x[1]"), "{a:?}");
+        // Under the limit, or without the gate: passes, the figure still shown.
+        let calm = RolloutConfig { max_input_drift_psi: Some(1.0), ..cfg() };
+        assert_eq!(judge(&w, &calm, 30).verdict, Verdict::Pass);
+        assert_eq!(judge(&w, &cfg(), 30).input_drift_psi, Some(0.9));
+        // A failing gate still fails: drift holds, it does not excuse.
+        let w = WindowStats { errors: 50, input_drift: Some(drift), ..healthy() };
+        assert_eq!(judge(&w, &c, 30).verdict, Verdict::Fail);
     }
 
     #[test]

@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::{Analysis, Monitor, Verdict, judge};
+use crate::audit::{Actor, Cause};
 use crate::config::{ModelConfig, RolloutConfig};
 use crate::protocol::ApiError;
 use crate::registry::{Registry, RouteOverride, rollout_key};
@@ -43,7 +44,7 @@ pub(super) struct Rollout {
     pub(super) key: String,
     /// `key` hashed: names the rollout in the fleet's shared state.
     pub(super) id: String,
-    primary: u64,
+    pub(super) primary: u64,
     pub(super) candidate: u64,
     pub(super) config: RolloutConfig,
     pub(super) step: usize,
@@ -55,6 +56,8 @@ pub(super) struct Rollout {
     /// Fleet mode: the published state applied (0: none yet) and the window being counted.
     pub(super) seq: u64,
     pub(super) window: u64,
+    /// `monitor.min_segment_requests` (the fairness gate's per-segment minimum), kept current.
+    pub(super) min_segment_requests: u64,
 }
 
 impl Rollout {
@@ -129,13 +132,17 @@ impl Monitor {
         rollouts.retain(|name, _| {
             let keep = configured.iter().any(|m| &m.name == name);
             if !keep {
-                registry.reroute(name, None);
+                let cause =
+                    Cause::new("rollout_end", "the config no longer has the rollout", Actor::Controller);
+                registry.reroute(name, None, cause);
             }
             keep
         });
         for m in configured {
             let key = rollout_key(m);
-            if rollouts.get(&m.name).is_some_and(|r| r.key == key) {
+            let min_segment_requests = m.monitor.as_ref().map_or(0, |mo| mo.min_segment_requests);
+            if let Some(r) = rollouts.get_mut(&m.name).filter(|r| r.key == key) {
+                r.min_segment_requests = min_segment_requests;
                 continue;
             }
             let (Some(config), Some(candidate)) = (m.rollout.clone(), m.routing.candidates.first()) else {
@@ -156,6 +163,7 @@ impl Monitor {
                 config,
                 seq: 0,
                 window: 0,
+                min_segment_requests,
             };
             self.take_window(&m.name, rollout.candidate);
             telemetry::register_rollout_events(&m.name);
@@ -172,7 +180,13 @@ impl Monitor {
                 weight = rollout.weight,
                 "rollout started"
             );
-            registry.reroute(&m.name, Some(rollout.route()));
+            let cause = Cause::new(
+                "rollout_start",
+                format!("rollout of candidate {} starts at {}%", rollout.candidate, rollout.weight),
+                Actor::Controller,
+            )
+            .with_details(json!({ "candidate": rollout.candidate, "steps": rollout.config.steps }));
+            registry.reroute(&m.name, Some(rollout.route()), cause);
             rollouts.insert(m.name.clone(), rollout);
         }
     }
@@ -208,8 +222,9 @@ impl Monitor {
     }
 
     fn judge_one(&self, registry: &Registry, model: &str, r: &mut Rollout) {
-        let window = self.peek_window(model, r.candidate);
-        let analysis = judge(&window, &r.config);
+        let mut window = self.peek_window(model, r.candidate);
+        window.input_drift = self.input_drift(model, r.primary, r.candidate);
+        let analysis = judge(&window, &r.config, r.min_segment_requests);
         let (state, step, weight, name, reset) = advance(r.step, &r.config.steps, analysis.verdict);
         if reset {
             self.take_window(model, r.candidate);
@@ -217,19 +232,25 @@ impl Monitor {
         (r.state, r.step, r.weight) = (state, step, weight);
         event(model, r, name, &analysis);
         report(registry, model, r.candidate, name, &analysis.reasons.join("; "));
+        let cause = Cause::new(
+            history_event(name),
+            format!("rollout verdict: {name}, candidate {} at {}%", r.candidate, r.weight),
+            Actor::Controller,
+        )
+        .with_details(json!({ "step": r.step, "weight": r.weight, "analysis": analysis }));
         r.last = Some((SystemTime::now(), analysis));
         publish_state(model, r);
-        registry.reroute(model, Some(r.route()));
+        registry.reroute(model, Some(r.route()), cause);
     }
 
     /// `POST /admin/rollouts/{model}/promote`: the candidate becomes primary now.
-    pub fn promote(&self, registry: &Registry, model: &str) -> Result<Value, ApiError> {
-        self.operate(registry, model, RolloutState::Promoted, "promote")
+    pub fn promote(&self, registry: &Registry, model: &str, actor: Actor) -> Result<Value, ApiError> {
+        self.operate(registry, model, RolloutState::Promoted, "promote", actor)
     }
 
     /// `POST /admin/rollouts/{model}/abort`: the candidate's weight goes to 0 now.
-    pub fn abort(&self, registry: &Registry, model: &str) -> Result<Value, ApiError> {
-        self.operate(registry, model, RolloutState::Aborted, "abort")
+    pub fn abort(&self, registry: &Registry, model: &str, actor: Actor) -> Result<Value, ApiError> {
+        self.operate(registry, model, RolloutState::Aborted, "abort", actor)
     }
 
     fn operate(
@@ -237,7 +258,8 @@ impl Monitor {
         registry: &Registry,
         model: &str,
         state: RolloutState,
-        name: &str,
+        name: &'static str,
+        actor: Actor,
     ) -> Result<Value, ApiError> {
         let Ok(mut rollouts) = self.rollouts.lock() else {
             return Err(ApiError::Internal("rollout state".into()));
@@ -260,7 +282,9 @@ impl Monitor {
             if name == "abort" { "rollback" } else { name },
             "by the operator",
         );
-        registry.reroute(model, Some(r.route()));
+        let cause = Cause::new(name, format!("rollout {name} by the operator"), actor)
+            .with_details(json!({ "candidate": r.candidate, "weight": r.weight }));
+        registry.reroute(model, Some(r.route()), cause);
         Ok(self.describe(model, r))
     }
 
@@ -268,7 +292,9 @@ impl Monitor {
     /// numbers behind it, and the window being gathered for the next one.
     pub(super) fn describe(&self, model: &str, r: &Rollout) -> Value {
         let unix = |t: SystemTime| t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let window = judge(&self.window_for_view(model, r), &r.config);
+        let mut window = self.window_for_view(model, r);
+        window.input_drift = self.input_drift(model, r.primary, r.candidate);
+        let window = judge(&window, &r.config, r.min_segment_requests);
         let mut shown = json!({
             "model": model,
             "primary": r.primary,
@@ -294,6 +320,17 @@ impl Monitor {
         let map: serde_json::Map<String, Value> =
             rollouts.iter().map(|(m, r)| (m.clone(), self.describe(m, r))).collect();
         json!({ "rollouts": map })
+    }
+}
+
+/// The history's name for a rollout event (`step` is a rollout step there).
+pub(super) fn history_event(event: &str) -> &'static str {
+    match event {
+        "promote" => "promote",
+        "rollback" => "rollback",
+        "abort" => "abort",
+        "start" => "rollout_start",
+        _ => "rollout_step",
     }
 }
 

@@ -10,7 +10,10 @@ mod analysis;
 mod controller;
 mod drift;
 mod feedback;
+mod inputs;
+mod means;
 mod predictions;
+mod segments;
 mod shared;
 
 use std::collections::HashMap;
@@ -25,7 +28,9 @@ pub use analysis::{Analysis, Latencies, Verdict, WindowStats, judge};
 pub use controller::{RolloutState, run_rollouts};
 pub use drift::{BINS, Baseline, bin, load_baseline, psi};
 pub use feedback::{Judgement, Lookup, Prediction};
+pub use means::{Means, input_means};
 pub use predictions::{Row, rows};
+pub use segments::{Segment, segment_of};
 pub use shared::run_fleet;
 
 use crate::config::MonitorConfig;
@@ -48,6 +53,8 @@ struct Watch {
     window: Mutex<WindowStats>,
     /// `gateway_feedback_total` per judgement, in `Judgement` order.
     feedback: [Counter; 6],
+    /// `gateway_segment_predictions_total` handles (`segments`).
+    segments: Mutex<segments::SegmentCounters>,
 }
 
 /// A version's PSI is recomputed every this many predictions (cheap, but not per request).
@@ -62,6 +69,8 @@ pub struct Monitor {
     /// Fleet mode (`[fleet]`): where shared state goes, and what was last read of it.
     fleet: OnceLock<Arc<Fleet>>,
     views: Mutex<HashMap<String, shared::View>>,
+    /// Input drift: the sampler, and its worker's windows.
+    inputs: inputs::Inputs,
 }
 
 impl Monitor {
@@ -88,7 +97,9 @@ impl Monitor {
     }
 
     /// Records an answer (or a shadow's outputs): prediction metrics, drift, and, for answers
-    /// with a request id, the prediction kept for a later label.
+    /// with a request id, the prediction kept for a later label; with `segment` (the request's,
+    /// see `segment_of`), its approval counts per segment.
+    #[allow(clippy::too_many_arguments)]
     pub fn observe(
         &self,
         snapshot: &ServingSnapshot,
@@ -97,6 +108,7 @@ impl Monitor {
         role: Role,
         request_id: Option<&str>,
         outputs: &[Tensor],
+        segment: Option<Segment>,
     ) {
         let Some(cfg) = snapshot.config.models.get(model).and_then(|m| m.monitor.as_ref()) else { return };
         let Some(output) = outputs.iter().find(|t| t.name == cfg.output) else { return };
@@ -110,6 +122,9 @@ impl Monitor {
             }
             if role == Role::Primary {
                 self.capture_baseline(model, cfg, &rows);
+            }
+            if let Some(segment) = segment {
+                self.observe_segment(snapshot, model, version, role, segment, &rows);
             }
         }
         if let (Some(id), true) = (request_id, role != Role::Shadow)
@@ -364,6 +379,7 @@ impl Watch {
             psi: OnceLock::new(),
             seen: std::sync::atomic::AtomicU64::new(0),
             window: Mutex::new(WindowStats::default()),
+            segments: Mutex::new(segments::SegmentCounters::default()),
         }
     }
 

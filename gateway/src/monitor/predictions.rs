@@ -75,6 +75,11 @@ mod tests {
             max_classes: 10,
             feedback_ttl: std::time::Duration::from_secs(60),
             feedback_capacity: 10,
+            input_baseline: None,
+            max_features: 64,
+            segment_header: None,
+            segments: Vec::new(),
+            min_segment_requests: 30,
         }
     }
 

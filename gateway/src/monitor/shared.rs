@@ -28,6 +28,7 @@ use tokio::sync::watch;
 use super::controller::{Rollout, RolloutState, advance, no_rollout, publish_state, report};
 use super::feedback::Prediction;
 use super::{Analysis, FeedbackReply, Monitor, WindowStats, judge};
+use crate::audit::{Actor, Cause};
 use crate::fleet::{Fence, Fleet, Published, Taken, now_ms};
 use crate::protocol::ApiError;
 use crate::registry::{Registry, ServingSnapshot};
@@ -117,8 +118,11 @@ pub(super) fn decode_prediction(s: &str) -> Option<Prediction> {
 struct Brief {
     model: String,
     id: String,
+    /// The primary too: its traffic's input drift holds the rollout like the candidate's.
+    primary: u64,
     candidate: u64,
     config: crate::config::RolloutConfig,
+    min_segment_requests: u64,
     seq: u64,
     window: u64,
     active: bool,
@@ -193,7 +197,7 @@ impl Monitor {
             }
             if let Some(d) = doc {
                 let _control = registry.control.lock().await;
-                self.apply_doc(registry, &r.model, seq, &d);
+                self.apply_doc(registry, &r.model, seq, &d, Actor::Fleet);
             }
         }
     }
@@ -205,8 +209,10 @@ impl Monitor {
             .map(|(model, r)| Brief {
                 model: model.clone(),
                 id: r.id.clone(),
+                primary: r.primary,
                 candidate: r.candidate,
                 config: r.config.clone(),
+                min_segment_requests: r.min_segment_requests,
                 seq: r.seq,
                 window: r.window,
                 active: r.active(),
@@ -253,7 +259,10 @@ impl Monitor {
                 if !due {
                     return None;
                 }
-                let analysis = judge(window, &r.config);
+                // Input drift is this replica's own measurement, not a shared counter.
+                let mut window = window.clone();
+                window.input_drift = self.input_drift(&r.model, r.primary, r.candidate);
+                let analysis = judge(&window, &r.config, r.min_segment_requests);
                 let (state, step, weight, event, reset) = advance(d.step, &r.config.steps, analysis.verdict);
                 let next = Doc {
                     state,
@@ -312,7 +321,8 @@ impl Monitor {
     }
 
     /// Applies a published state to the local rollout it belongs to, if it is newer.
-    fn apply_doc(&self, registry: &Registry, model: &str, seq: u64, doc: &Doc) {
+    /// `actor`: the operator whose call published it here, else the fleet's judging replica.
+    fn apply_doc(&self, registry: &Registry, model: &str, seq: u64, doc: &Doc, actor: Actor) {
         let Ok(mut rollouts) = self.rollouts.lock() else { return };
         let Some(r) = rollouts.get_mut(model) else { return };
         if doc.id != r.id || seq <= r.seq {
@@ -320,7 +330,15 @@ impl Monitor {
         }
         fill(r, seq, doc);
         publish_state(model, r);
-        registry.reroute(model, Some(r.route()));
+        let event = match doc.state {
+            RolloutState::Promoted => "promote",
+            RolloutState::RolledBack => "rollback",
+            RolloutState::Aborted => "abort",
+            RolloutState::Progressing | RolloutState::InsufficientData => "rollout_step",
+        };
+        let trigger = format!("fleet: state {seq} published by {}", doc.by);
+        let details = serde_json::to_value(doc).unwrap_or_default();
+        registry.reroute(model, Some(r.route()), Cause::new(event, trigger, actor).with_details(details));
     }
 
     /// A rollout being started here takes the fleet's state when the fleet already runs it.
@@ -353,6 +371,7 @@ impl Monitor {
         registry: &Registry,
         model: &str,
         promote: bool,
+        actor: Actor,
     ) -> Result<Value, ApiError> {
         let Some(fleet) = self.fleet() else {
             return Err(ApiError::Internal("not in a fleet".into()));
@@ -386,7 +405,7 @@ impl Monitor {
                     "rollout {name} by the operator, for the fleet"
                 );
                 let _control = registry.control.lock().await;
-                self.apply_doc(registry, model, seq + 1, &doc);
+                self.apply_doc(registry, model, seq + 1, &doc, actor);
                 let rollouts =
                     self.rollouts.lock().map_err(|_| ApiError::Internal("rollout state".into()))?;
                 let r = rollouts.get(model).ok_or_else(|| no_rollout(model))?;

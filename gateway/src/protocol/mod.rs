@@ -68,6 +68,15 @@ pub enum ApiError {
     Conflict(String),
     #[error("missing or wrong bearer token")]
     Unauthorized,
+    /// The data plane wants a tenant's API key (`[auth]`) and the request has none it knows.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The tenant may not do this (a model outside its list, a pinned version).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Over the tenant's rate or concurrency quota: retry after `retry_after` seconds.
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after: u32 },
     #[error("the gateway is shutting down")]
     ShuttingDown,
     #[error("{0}")]
@@ -99,6 +108,9 @@ impl ApiError {
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             // Only gRPC produces it; a limit the operator set, hit by a valid request.
@@ -111,6 +123,7 @@ impl ApiError {
         match self {
             ApiError::Overloaded(_) | ApiError::ShuttingDown => Some(1),
             ApiError::NotReady { .. } => Some(5),
+            ApiError::TooManyRequests { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }

@@ -8,7 +8,9 @@
 //! threads drain and exit).
 
 mod budget;
+mod describe;
 mod file;
+mod gate;
 mod version;
 
 use std::collections::{BTreeMap, HashMap};
@@ -22,6 +24,7 @@ pub use budget::{ShadowBudget, ShadowPermit};
 pub use file::FileId;
 pub use version::{ServedVersion, VersionKey};
 
+use crate::audit::{Cause, Entry, History};
 use crate::batching::BatchPolicy;
 use crate::config::{ExecutionProvider, GatewayConfig, ModelConfig, Problem};
 use crate::onnx::{Provider, SessionOptions};
@@ -84,17 +87,30 @@ pub struct Registry {
     pub control: tokio::sync::Mutex<()>,
     /// Rollout weights and promotions, applied by every `prepare` and `reroute`.
     overrides: Mutex<Overrides>,
+    /// Every change `flip` makes, and every refused reload.
+    pub history: History,
 }
 
 impl Registry {
-    pub fn new(first: ServingSnapshot) -> Registry {
+    /// Serves `first`, recording the start (with the config text it was read from) in `history`.
+    pub fn new(first: ServingSnapshot, history: History, cause: Cause) -> Registry {
         mark_loaded(None, &first);
         let generations = AtomicU64::new(first.generation);
+        history.append(Entry {
+            generation: first.generation,
+            previous_generation: 0,
+            applied: true,
+            cause,
+            routing_before: serde_json::Value::Null,
+            routing_after: first.routing_json(),
+            config: first.config.text.as_deref().map(str::to_string),
+        });
         Registry {
             current: ArcSwap::from_pointee(first),
             generations,
             control: tokio::sync::Mutex::new(()),
             overrides: Mutex::new(Overrides::new()),
+            history,
         }
     }
 
@@ -105,8 +121,8 @@ impl Registry {
 
     /// Sets (or with `None` clears) a model's rollout override and, when the model is served,
     /// flips to a snapshot whose routing reflects it; the loaded versions are reused as they
-    /// are. Call with `control` held.
-    pub fn reroute(&self, model: &str, change: Option<RouteOverride>) {
+    /// are. Call with `control` held. `cause` goes to the history when the routing changed.
+    pub fn reroute(&self, model: &str, change: Option<RouteOverride>, cause: Cause) {
         let overrides = {
             let Ok(mut map) = self.overrides.lock() else { return };
             match change {
@@ -130,7 +146,7 @@ impl Registry {
             })
             .collect();
         let generation = self.next_generation();
-        self.flip(ServingSnapshot { generation, config: current.config.clone(), models });
+        self.flip(ServingSnapshot { generation, config: current.config.clone(), models }, cause);
     }
 
     /// The current snapshot; hold it for the whole request.
@@ -143,13 +159,40 @@ impl Registry {
         self.generations.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Makes `next` current in one step; returns the previous snapshot (its versions that
-    /// `next` does not reuse are freed once every request holding it has finished).
-    pub fn flip(&self, next: ServingSnapshot) -> Arc<ServingSnapshot> {
+    /// Makes `next` current in one step and records the change (`cause`, the routing before and
+    /// after, and the config text when `next` applies a new config); returns the previous
+    /// snapshot (its versions that `next` does not reuse are freed once every request holding
+    /// it has finished).
+    pub fn flip(&self, next: ServingSnapshot, cause: Cause) -> Arc<ServingSnapshot> {
         let next = Arc::new(next);
         let previous = self.current.swap(next.clone());
         mark_loaded(Some(&previous), &next);
+        let new_config = !Arc::ptr_eq(&previous.config, &next.config);
+        self.history.append(Entry {
+            generation: next.generation,
+            previous_generation: previous.generation,
+            applied: true,
+            cause,
+            routing_before: previous.routing_json(),
+            routing_after: next.routing_json(),
+            config: next.config.text.as_deref().filter(|_| new_config).map(str::to_string),
+        });
         previous
+    }
+
+    /// Records a change that was refused: the running generation keeps serving.
+    pub fn record_refusal(&self, cause: Cause) {
+        let current = self.snapshot();
+        let routing = current.routing_json();
+        self.history.append(Entry {
+            generation: current.generation,
+            previous_generation: current.generation,
+            applied: false,
+            cause,
+            routing_before: routing.clone(),
+            routing_after: routing,
+            config: None,
+        });
     }
 }
 
@@ -225,6 +268,9 @@ pub fn prepare(
         let (versions, mut model_problems) = load_versions(&config, model, reuse);
         model_problems.extend(signature_problems(model, &versions));
         model_problems.extend(monitor_problems(model, &versions));
+        // The validation gate: every routed version passes the hold-out set before this
+        // snapshot can route it (the only place versions enter a routing; see `gate`).
+        model_problems.extend(gate::problems(model, &versions));
         let failure = if model_problems.is_empty() {
             None
         } else {

@@ -9,6 +9,7 @@ use crate::batching::{self, BatchPolicy, Completed, InferError, Queue};
 use crate::onnx::{OnnxError, OnnxSession, SessionOptions, WorkerPool, spawn_workers};
 use crate::telemetry::VersionMetrics;
 use crate::tensor::{ModelSignature, Tensor};
+use crate::validation::VerdictCell;
 
 /// Everything that decides how a version is built: when a reload leaves it unchanged, the
 /// running version is kept as it is.
@@ -32,6 +33,9 @@ pub struct ServedVersion {
     pub signature: ModelSignature,
     pub loaded_at: SystemTime,
     pub metrics: VersionMetrics,
+    /// The validation gate's last verdict on this version (`registry::gate`): a reload that
+    /// keeps the version and its hold-out set does not run the set again.
+    pub verdict: VerdictCell,
     /// Declared before `workers`: dropped first, which closes the queue so the workers drain
     /// what is left and exit before they are joined.
     queue: Queue,
@@ -82,6 +86,7 @@ impl ServedVersion {
             signature,
             loaded_at: SystemTime::now(),
             metrics,
+            verdict: VerdictCell::default(),
             queue,
             workers,
         })
@@ -96,6 +101,18 @@ impl ServedVersion {
         expected: batching::Expected,
     ) -> Result<Completed, InferError> {
         self.queue.infer(inputs, deadline, expected).await
+    }
+
+    /// `infer` for a request that may be sampled: its `queue` and `onnxruntime.run` spans go
+    /// to `trace` (`None`: not sampled).
+    pub async fn infer_traced(
+        &self,
+        inputs: Arc<Vec<Tensor>>,
+        deadline: Instant,
+        expected: batching::Expected,
+        trace: Option<crate::trace::JobTrace>,
+    ) -> Result<Completed, InferError> {
+        self.queue.infer_traced(inputs, deadline, expected, trace).await
     }
 
     pub fn path(&self) -> &Path {

@@ -19,6 +19,7 @@ pub use registry_poll::poll_registries;
 pub use repository::{ControlMode, IndexEntry, Repository, RepositoryControl, poll_repository};
 pub use watch::watch_file;
 
+use crate::audit::{Actor, Cause, LogError};
 use crate::config::{ConfigError, GatewayConfig, Overrides, Problem};
 use crate::registry::{self, OnFailure, Registry, ServingSnapshot};
 use crate::source;
@@ -57,6 +58,21 @@ pub struct ReloadReport {
     pub restart_required: Vec<String>,
 }
 
+/// Why `POST /admin/revert` did not apply.
+#[derive(Debug, thiserror::Error)]
+pub enum RevertError {
+    #[error("the config does not come from a file (a model repository, or built in code): nothing to revert")]
+    NotAFile,
+    #[error("generation {0} is not in the history (never served, or rotated out of it)")]
+    Unknown(u64),
+    #[error("{0}")]
+    History(#[from] LogError),
+    #[error("cannot write the config file {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Refused(#[from] ReloadRefused),
+}
+
 /// A refused reload: every problem, with its path.
 #[derive(Debug, Clone, Serialize, thiserror::Error)]
 #[error("reload refused ({} problem(s)); the running configuration keeps serving", problems.len())]
@@ -68,19 +84,68 @@ pub struct ReloadRefused {
 pub struct Reloader {
     registry: Arc<Registry>,
     source: ConfigSource,
+    after: Vec<AfterReload>,
 }
+
+/// Run after every reload, applied or refused, before its caller hears the outcome: re-reads
+/// what the config names but does not hold (the TLS certificate files).
+pub type AfterReload = Box<dyn Fn() + Send + Sync>;
 
 impl Reloader {
     pub fn new(registry: Arc<Registry>, source: ConfigSource) -> Reloader {
-        Reloader { registry, source }
+        Reloader { registry, source, after: Vec::new() }
     }
 
-    pub async fn reload(&self, trigger: &str) -> Result<ReloadReport, ReloadRefused> {
+    /// Adds `hook` to run after every reload.
+    pub fn after_reload(mut self, hook: AfterReload) -> Reloader {
+        self.after.push(hook);
+        self
+    }
+
+    /// Reloads, recording the outcome in the history under `cause` (refusals included).
+    pub async fn reload(&self, cause: Cause) -> Result<ReloadReport, ReloadRefused> {
         // One change at a time (reloads and rollout steps): a second trigger waits, then
         // reloads the newest file.
         let _one_at_a_time = self.registry.control.lock().await;
-        let result = self.reload_locked(trigger).await;
+        self.reload_locked(cause).await
+    }
+
+    /// The keys file of the serving config (`[auth] keys_file`), which the file watch follows too.
+    pub fn keys_file(&self) -> Option<PathBuf> {
+        self.registry.snapshot().config.auth.as_ref().map(|a| a.keys_file.clone())
+    }
+
+    /// The text of the config file serving now (`None` when not read from a file).
+    pub fn serving_text(&self) -> Option<Arc<str>> {
+        self.registry.snapshot().config.text.clone()
+    }
+
+    /// `POST /admin/revert`: writes the config text that served `generation` back to the file
+    /// (the file stays the source of truth) and reloads it; the reload is recorded as a
+    /// `revert`. A reload refused now (a version that no longer loads, say) leaves the written
+    /// file and the running routing as they are, like any refused edit.
+    pub async fn revert(&self, generation: u64, actor: Actor) -> Result<ReloadReport, RevertError> {
+        let ConfigSource::File { path, .. } = &self.source else { return Err(RevertError::NotAFile) };
+        let _one_at_a_time = self.registry.control.lock().await;
+        let text = self.registry.history.config_at(generation)?.ok_or(RevertError::Unknown(generation))?;
+        write_atomically(path, &text).map_err(|source| RevertError::Write { path: path.clone(), source })?;
+        let cause = Cause::new("revert", format!("revert to generation {generation}"), actor);
+        Ok(self.reload_locked(cause).await?)
+    }
+
+    /// `reload` for a caller that already holds `registry.control` (a revert writes the file
+    /// and reloads under one lock, so no other change slips in between).
+    async fn reload_locked(&self, cause: Cause) -> Result<ReloadReport, ReloadRefused> {
+        let trigger = cause.trigger.as_str();
+        let result = self.prepare_and_flip(&cause).await;
+        for hook in &self.after {
+            hook();
+        }
         telemetry::count_reload(result.is_ok());
+        if let Err(refused) = &result {
+            let details = serde_json::json!({ "problems": refused.problems });
+            self.registry.record_refusal(cause.clone().with_details(details));
+        }
         match &result {
             Ok(r) => tracing::info!(
                 trigger,
@@ -99,7 +164,8 @@ impl Reloader {
         result
     }
 
-    async fn reload_locked(&self, trigger: &str) -> Result<ReloadReport, ReloadRefused> {
+    async fn prepare_and_flip(&self, cause: &Cause) -> Result<ReloadReport, ReloadRefused> {
+        let trigger = cause.trigger.as_str();
         let refuse = |problems: Vec<Problem>| ReloadRefused { trigger: trigger.to_string(), problems };
         let mut next_config = self.read().await.map_err(|e| refuse(e.problems))?;
         let current = self.registry.snapshot();
@@ -116,7 +182,10 @@ impl Reloader {
         .map_err(refuse)?;
         let (loaded, unloaded) = changes(&current, &next);
         let routing = next.config.describe_routing().lines().map(str::to_string).collect();
-        self.registry.flip(next);
+        let details = serde_json::json!({
+            "loaded": loaded, "unloaded": unloaded, "restart_required": restart_required,
+        });
+        self.registry.flip(next, cause.clone().with_details(details));
         Ok(ReloadReport {
             outcome: "applied",
             trigger: trigger.to_string(),
@@ -140,6 +209,17 @@ impl Reloader {
             }
         }
     }
+}
+
+/// Replaces `path`'s content in one step (a file watcher never reads half of it).
+fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    // Through a symlink to the file it names: the link stays a link.
+    let path = &std::fs::canonicalize(path)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let temp = path.with_file_name(format!(".{name}.revert"));
+    std::fs::write(&temp, text)?;
+    std::fs::File::open(&temp)?.sync_all()?;
+    std::fs::rename(&temp, path)
 }
 
 /// Copies the settings only a restart can change from `running` into `next`; names the ones
@@ -167,6 +247,8 @@ fn keep_running_settings(running: &GatewayConfig, next: &mut GatewayConfig) -> V
     keep!(header_read_timeout, "server.header_read_timeout_ms");
     keep!(idle_timeout, "server.idle_timeout_ms");
     keep!(drain_timeout, "server.drain_timeout_ms");
+    // Which files the listeners use; their content is re-read on every reload.
+    keep!(tls, "server.tls");
     if running.runtime.io_threads != next.runtime.io_threads {
         changed.push(format!(
             "runtime.io_threads (running: {}, file: {})",
@@ -181,6 +263,10 @@ fn keep_running_settings(running: &GatewayConfig, next: &mut GatewayConfig) -> V
     if running.fleet != next.fleet {
         changed.push("fleet".to_string());
         next.fleet = running.fleet.clone();
+    }
+    if running.tracing != next.tracing {
+        changed.push("tracing".to_string());
+        next.tracing = running.tracing.clone();
     }
     if running.audit != next.audit {
         changed.push("audit".to_string());

@@ -21,6 +21,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::Reloader;
+use crate::audit::{Actor, Cause};
 use crate::protocol::ApiError;
 use crate::registry::Registry;
 use crate::source::triton::{self, Found};
@@ -148,7 +149,8 @@ impl Repository {
     }
 
     /// Loads (or reloads) `model` from the repository: explicit mode only.
-    pub async fn load(&self, model: &str) -> Result<(), ApiError> {
+    /// `tenant`: who asked (with `[auth]`), for the audit history.
+    pub async fn load(&self, model: &str, tenant: Option<&str>) -> Result<(), ApiError> {
         let control = self.explicit(model, "load")?;
         if !control.dir.join(model).is_dir() {
             return Err(failed("load", model, "no such model folder in the repository"));
@@ -158,7 +160,9 @@ impl Repository {
         }
         let was_loaded = control.selection().is_some_and(|s| s.contains(model));
         control.set_loaded(model, true);
-        if let Err(refused) = self.reloader.reload(&format!("repository load {model}")).await {
+        let actor = Actor::Repository { tenant: tenant.map(str::to_string) };
+        let cause = Cause::new("reload", format!("repository load {model}"), actor);
+        if let Err(refused) = self.reloader.reload(cause).await {
             control.set_loaded(model, was_loaded);
             let why: Vec<String> = refused.problems.iter().map(ToString::to_string).collect();
             return Err(failed("load", model, &why.join("; ")));
@@ -167,13 +171,15 @@ impl Repository {
     }
 
     /// Stops serving `model` (its versions drain first): explicit mode only.
-    pub async fn unload(&self, model: &str) -> Result<(), ApiError> {
+    pub async fn unload(&self, model: &str, tenant: Option<&str>) -> Result<(), ApiError> {
         let control = self.explicit(model, "unload")?;
         if !control.selection().is_some_and(|s| s.contains(model)) {
             return Ok(()); // not loaded: nothing to do, as Triton answers
         }
         control.set_loaded(model, false);
-        if let Err(refused) = self.reloader.reload(&format!("repository unload {model}")).await {
+        let actor = Actor::Repository { tenant: tenant.map(str::to_string) };
+        let cause = Cause::new("reload", format!("repository unload {model}"), actor);
+        if let Err(refused) = self.reloader.reload(cause).await {
             control.set_loaded(model, true);
             let why: Vec<String> = refused.problems.iter().map(ToString::to_string).collect();
             return Err(failed("unload", model, &why.join("; ")));
@@ -223,7 +229,8 @@ pub async fn poll_repository(
         }
         let dir = control.dir.clone();
         let Ok(now) = tokio::task::spawn_blocking(move || fingerprint(&dir)).await else { continue };
-        if now != seen && reloader.reload("repository poll").await.is_ok() {
+        let cause = || Cause::new("reload", "repository poll", Actor::Repository { tenant: None });
+        if now != seen && reloader.reload(cause()).await.is_ok() {
             seen = now;
         }
     }

@@ -5,6 +5,10 @@
 //! each model its own budget of shadow requests in flight. When the budget is full the copy is
 //! dropped and counted, never queued; a shadow that errors, stalls or panics only shows up in
 //! `gateway_shadow_requests_total{outcome}`.
+//!
+//! A sampled request's copies are traced: one `shadow {version}` span each (from the hand-off
+//! to the shadow's answer, or a zero-length one saying it was dropped), with the copy's own
+//! `queue` and `onnxruntime.run` spans beneath it.
 
 mod compare;
 
@@ -13,11 +17,13 @@ use std::time::Duration;
 
 pub use compare::{Comparison, TOLERANCE, argmax, compare, is_class_scores};
 
+use crate::batching::InferError;
 use crate::deadline::Deadline;
 use crate::registry::{ServedModel, ServedVersion, ShadowPermit};
 use crate::tasks::Tracker;
 use crate::telemetry::{Outcome, Role, ShadowOutcome};
 use crate::tensor::Tensor;
+use crate::trace::{ChildSpan, JobTrace, Kind};
 
 /// Runs mirrored requests; tracks them so shutdown can wait for them.
 #[derive(Default)]
@@ -30,6 +36,8 @@ pub type OnOutputs = Arc<dyn Fn(u64, &[Tensor]) + Send + Sync>;
 
 impl Shadows {
     /// Hands a copy of the request to every shadow `model` samples for it; returns at once.
+    /// `trace` (sampled requests only) receives a span per copy.
+    #[allow(clippy::too_many_arguments)]
     pub fn mirror(
         &self,
         model: &ServedModel,
@@ -38,19 +46,28 @@ impl Shadows {
         timeout: Duration,
         answered_by: Role,
         on_outputs: &OnOutputs,
+        trace: Option<&JobTrace>,
     ) {
         for version in model.routing.sample_shadows(fastrand::f64) {
             let Some(shadow) = model.version(version).cloned() else { continue };
+            let span = trace.map(|t| shadow_span(t, version));
             let Some(permit) = model.shadow_budget.try_acquire() else {
                 shadow.metrics.count_shadow(ShadowOutcome::Dropped);
+                if let Some(span) = span {
+                    span.end(Some("dropped: the model's shadow_max_in_flight copies are running".into()));
+                }
                 continue;
             };
             let (inputs, answer, on_outputs) = (inputs.clone(), answer.clone(), on_outputs.clone());
             let guard = self.tasks.enter();
             tokio::spawn(async move {
                 let deadline = Deadline::after(timeout);
-                if let Some(outputs) = run_one(&shadow, inputs, &answer, answered_by, deadline, permit).await
-                {
+                let job = span.as_ref().map(ChildSpan::job);
+                let result = run_one(&shadow, inputs, &answer, answered_by, deadline, permit, job).await;
+                if let Some(span) = span {
+                    span.end(result.as_ref().err().map(ToString::to_string));
+                }
+                if let Ok(outputs) = result {
                     on_outputs(shadow.version, &outputs);
                 }
                 drop(guard);
@@ -97,6 +114,14 @@ impl Shadows {
     }
 }
 
+/// A copy's span, started when it is handed off.
+fn shadow_span(trace: &JobTrace, version: u64) -> ChildSpan {
+    let mut span = trace.child(format!("shadow {version}"), Kind::Internal);
+    span.set("gateway.version", version);
+    span.set("gateway.role", Role::Shadow.as_str());
+    span
+}
+
 /// Runs one mirrored copy (holding its place in the budget until it is done) and records how
 /// it went; returns its outputs when it answered.
 async fn run_one(
@@ -106,10 +131,11 @@ async fn run_one(
     answered_by: Role,
     deadline: Deadline,
     permit: ShadowPermit,
-) -> Option<Vec<Tensor>> {
+    trace: Option<JobTrace>,
+) -> Result<Vec<Tensor>, InferError> {
     let started = std::time::Instant::now();
     let metrics = &shadow.metrics;
-    let result = deadline.bound(shadow.infer(inputs, deadline.at(), shadow.expect())).await;
+    let result = deadline.bound(shadow.infer_traced(inputs, deadline.at(), shadow.expect(), trace)).await;
     drop(permit);
     match result {
         Ok(done) => {
@@ -120,13 +146,13 @@ async fn run_one(
             for c in compare(answer, &done.outputs) {
                 metrics.record_comparison(&c.output, answered_by, c.matched, &c.abs_diffs);
             }
-            Some(done.outputs)
+            Ok(done.outputs)
         }
         Err(e) => {
             metrics.role(Role::Shadow).finish(Outcome::ServerError, started.elapsed());
             metrics.count_shadow(ShadowOutcome::Error);
             tracing::debug!(model = %shadow.model, version = shadow.version, error = %e, "shadow request failed");
-            None
+            Err(e)
         }
     }
 }

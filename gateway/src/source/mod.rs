@@ -28,8 +28,12 @@ pub fn repository_config(
 
 /// Reads a config file: parsed, registry aliases resolved and their versions fetched
 /// (`registry::resolve`), then validated. The one way a config file is loaded.
+/// The config keeps the file's text (for the audit history, which a revert restores).
 pub async fn load_file(path: &Path, overrides: &Overrides) -> Result<GatewayConfig, ConfigError> {
-    let mut raw = config::read_file(path, overrides)?;
+    let text = config::read_text(path)?;
+    let mut raw = config::parse_file(path, &text, overrides)?;
     registry::resolve(&mut raw).await?;
-    config::from_raw(&raw)
+    let mut config = config::from_raw(&raw)?;
+    config.text = Some(text.into());
+    Ok(config)
 }

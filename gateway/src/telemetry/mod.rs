@@ -41,8 +41,16 @@ pub const OPEN_CONNECTIONS: &str = "gateway_open_connections";
 pub const FLEET_WRITES: &str = "gateway_fleet_writes_total";
 pub const FLEET_LEADER: &str = "gateway_fleet_leader";
 pub const FLEET_CONNECTED: &str = "gateway_fleet_connected";
+pub const VALIDATION_RUNS: &str = "gateway_validation_runs_total";
 pub const ROUTING_GENERATION: &str = "gateway_routing_generation";
 pub const REGISTRY_POLLS: &str = "gateway_registry_polls_total";
+pub const TRACE_SPANS: &str = "gateway_trace_spans_total";
+pub const CAPTURE_RECORDS: &str = "gateway_capture_records_total";
+pub const CAPTURE_CLOUDEVENTS: &str = "gateway_capture_cloudevents_total";
+pub const AUDIT_RECORDS: &str = "gateway_audit_records_total";
+pub const TENANT_REQUESTS: &str = "gateway_tenant_requests_total";
+pub const TLS_RELOADS: &str = "gateway_tls_reloads_total";
+pub const TLS_HANDSHAKE_FAILURES: &str = "gateway_tls_handshake_failures_total";
 
 const SECONDS_BUCKETS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -113,6 +121,10 @@ fn describe() {
         "Monitored output: the top-class score, or the score, per row"
     );
     metrics::describe_counter!(PREDICTION_CLASS, "Predicted classes (argmax) of the monitored output");
+    metrics::describe_counter!(
+        SEGMENT_PREDICTIONS,
+        "Predicted classes of the monitored output per request segment (monitor.segments, else other)"
+    );
     metrics::describe_gauge!(DRIFT_PSI, "Population stability index of recent scores against the baseline");
     metrics::describe_counter!(FEEDBACK, "Delayed labels joined to predictions, by result");
     metrics::describe_counter!(ROLLOUT_EVENTS, "Rollout state changes, by event");
@@ -132,10 +144,52 @@ fn describe() {
     metrics::describe_counter!(FLEET_WRITES, "Writes to the fleet's shared state (Redis), by outcome");
     metrics::describe_gauge!(FLEET_LEADER, "1 on the replica that judges the fleet's rollouts");
     metrics::describe_gauge!(FLEET_CONNECTED, "1 while the fleet's Redis answers");
+    metrics::describe_counter!(
+        VALIDATION_RUNS,
+        "Validation gate runs of a version on its hold-out set, by outcome"
+    );
     metrics::describe_counter!(REGISTRY_POLLS, "Model registry polls and reports, by outcome");
+    metrics::describe_counter!(
+        TRACE_SPANS,
+        "Trace spans ([tracing]), by outcome (exported; dropped: buffer full; failed: the collector did not take them)"
+    );
+    metrics::describe_counter!(
+        CAPTURE_RECORDS,
+        "Captured request records, by outcome (written; dropped: buffer full; failed: not written)"
+    );
+    metrics::describe_counter!(
+        CAPTURE_CLOUDEVENTS,
+        "Captured exchanges sent as CloudEvents, by outcome (sent; dropped: queue full; failed)"
+    );
+    metrics::describe_counter!(
+        TENANT_REQUESTS,
+        "Data-plane requests per tenant ([auth]), by front-door outcome and, once admitted, by result"
+    );
+    metrics::describe_counter!(
+        AUDIT_RECORDS,
+        "Audit history records, by outcome (written; failed: kept in memory only)"
+    );
     metrics::describe_gauge!(
         ROUTING_GENERATION,
         "The routing generation serving now (answers carry it in x-gateway-generation)"
+    );
+    metrics::describe_counter!(
+        TLS_RELOADS,
+        "Changed TLS files re-read, by outcome (applied; failed: the certificate serving kept)"
+    );
+    metrics::describe_counter!(
+        TLS_HANDSHAKE_FAILURES,
+        "Data-plane TLS handshakes not completed, by reason (refused, timeout)"
+    );
+    describe_input_drift();
+}
+
+fn describe_input_drift() {
+    metrics::describe_gauge!(INPUT_DRIFT_PSI, "PSI of an input feature's recent values against its baseline");
+    metrics::describe_gauge!(INPUT_DRIFT_PSI_MAX, "The largest input feature PSI of a version");
+    metrics::describe_counter!(
+        INPUT_DRIFT_SAMPLES,
+        "Requests sampled for input drift, by outcome (used; skipped: the worker's queue was full)"
     );
 }
 
@@ -411,6 +465,20 @@ pub fn register_reloads() {
     for outcome in ["applied", "rejected"] {
         metrics::counter!(CONFIG_RELOADS, "outcome" => outcome).increment(0);
     }
+    for outcome in ["written", "failed"] {
+        metrics::counter!(AUDIT_RECORDS, "outcome" => outcome).increment(0);
+    }
+}
+
+/// A tenant's counter for one outcome (`tenant` comes from the keys file, or is `none` /
+/// `unknown` for requests without a known key: bounded).
+pub fn tenant_requests(tenant: &str, outcome: &'static str) -> Counter {
+    metrics::counter!(TENANT_REQUESTS, "tenant" => tenant.to_string(), "outcome" => outcome)
+}
+
+/// An audit record written (`written`), or kept only in memory because the disk refused it.
+pub fn count_audit_record(written: bool) {
+    metrics::counter!(AUDIT_RECORDS, "outcome" => if written { "written" } else { "failed" }).increment(1);
 }
 
 pub fn count_reload(applied: bool) {
@@ -521,4 +589,116 @@ pub fn routing_generation(generation: u64) {
 /// `gateway_registry_polls_total{outcome}`: unchanged, changed, failed, report_failed.
 pub fn count_registry_poll(outcome: &'static str) {
     metrics::counter!(REGISTRY_POLLS, "outcome" => outcome).increment(1);
+}
+
+/// `gateway_validation_runs_total{model, outcome}`: a version run on the model's hold-out set
+/// (`passed`, `failed`, or `error` when it could not be judged); kept verdicts are not counted.
+pub fn count_validation_run(model: &str, outcome: &'static str) {
+    metrics::counter!(VALIDATION_RUNS, "model" => model.to_string(), "outcome" => outcome).increment(1);
+}
+
+/// Registers a gated model's `gateway_validation_runs_total` series at 0.
+pub fn register_validation_runs(model: &str) {
+    for outcome in ["passed", "failed", "error"] {
+        metrics::counter!(VALIDATION_RUNS, "model" => model.to_string(), "outcome" => outcome).increment(0);
+    }
+}
+
+/// A model's `gateway_capture_records_total{model, outcome}` counters, registered at 0:
+/// `[written, dropped, failed]`.
+pub fn capture_records(model: &str) -> [Counter; 3] {
+    ["written", "dropped", "failed"].map(|outcome| {
+        let c = metrics::counter!(CAPTURE_RECORDS, "model" => model.to_string(), "outcome" => outcome);
+        c.increment(0);
+        c
+    })
+}
+
+/// A model's `gateway_capture_cloudevents_total{model, outcome}` counters, registered at 0:
+/// `[sent, dropped, failed]`.
+pub fn capture_cloudevents(model: &str) -> [Counter; 3] {
+    ["sent", "dropped", "failed"].map(|outcome| {
+        let c = metrics::counter!(CAPTURE_CLOUDEVENTS, "model" => model.to_string(), "outcome" => outcome);
+        c.increment(0);
+        c
+    })
+}
+
+/// Registers the TLS series at 0 (when `[server.tls]` is set).
+pub fn register_tls() {
+    for outcome in ["applied", "failed"] {
+        metrics::counter!(TLS_RELOADS, "outcome" => outcome).increment(0);
+    }
+    for reason in ["refused", "timeout"] {
+        metrics::counter!(TLS_HANDSHAKE_FAILURES, "reason" => reason).increment(0);
+    }
+}
+
+/// Changed TLS files re-read: applied, or not loadable (the serving certificate kept).
+pub fn count_tls_reload(applied: bool) {
+    metrics::counter!(TLS_RELOADS, "outcome" => if applied { "applied" } else { "failed" }).increment(1);
+}
+
+pub fn count_tls_handshake_failure(reason: &'static str) {
+    metrics::counter!(TLS_HANDSHAKE_FAILURES, "reason" => reason).increment(1);
+}
+
+/// `gateway_trace_spans_total{outcome}` counters, registered at 0: `[exported, dropped, failed]`.
+pub fn trace_spans() -> [Counter; 3] {
+    ["exported", "dropped", "failed"].map(|outcome| {
+        let c = metrics::counter!(TRACE_SPANS, "outcome" => outcome);
+        c.increment(0);
+        c
+    })
+}
+
+/// `gateway_segment_predictions_total{model, version, segment, class}`: approval rates per
+/// segment (`monitor.segments`, else `other`: never a raw header value).
+pub const SEGMENT_PREDICTIONS: &str = "gateway_segment_predictions_total";
+
+pub fn segment_predictions(model: &str, version: u64, segment: &str, class: &str) -> Counter {
+    metrics::counter!(
+        SEGMENT_PREDICTIONS,
+        "model" => model.to_string(),
+        "version" => version.to_string(),
+        "segment" => segment.to_string(),
+        "class" => class.to_string()
+    )
+}
+
+// --- input drift (monitor/inputs.rs) ---
+
+/// `gateway_input_drift_psi{model, version, input, feature}`: PSI of one input feature's recent
+/// values against its baseline; `feature` is an index below `monitor.max_features`.
+pub const INPUT_DRIFT_PSI: &str = "gateway_input_drift_psi";
+/// `gateway_input_drift_psi_max{model, version}`: the largest feature PSI of the version.
+pub const INPUT_DRIFT_PSI_MAX: &str = "gateway_input_drift_psi_max";
+/// `gateway_input_drift_samples_total{model, outcome}`: sampled requests binned (`used`) or not
+/// (`skipped`: the worker's queue was full).
+pub const INPUT_DRIFT_SAMPLES: &str = "gateway_input_drift_samples_total";
+
+pub fn input_drift_psi(model: &str, version: u64, input: &str, feature: usize) -> Gauge {
+    metrics::gauge!(
+        INPUT_DRIFT_PSI,
+        "model" => model.to_string(),
+        "version" => version.to_string(),
+        "input" => input.to_string(),
+        "feature" => feature.to_string()
+    )
+}
+
+pub fn input_drift_psi_max(model: &str, version: u64) -> Gauge {
+    metrics::gauge!(INPUT_DRIFT_PSI_MAX, "model" => model.to_string(), "version" => version.to_string())
+}
+
+pub fn register_input_drift_samples(model: &str) {
+    for outcome in ["used", "skipped"] {
+        metrics::counter!(INPUT_DRIFT_SAMPLES, "model" => model.to_string(), "outcome" => outcome)
+            .increment(0);
+    }
+}
+
+pub fn count_input_drift_sample(model: &str, used: bool) {
+    let outcome = if used { "used" } else { "skipped" };
+    metrics::counter!(INPUT_DRIFT_SAMPLES, "model" => model.to_string(), "outcome" => outcome).increment(1);
 }
