@@ -39,7 +39,9 @@ pub fn proportions(counts: &[u64; BINS]) -> [f64; BINS] {
     out
 }
 
-pub fn psi(expected: &[f64; BINS], actual: &[f64; BINS]) -> f64 {
+/// PSI of `actual` against `expected` (same length), each proportion floored at `FLOOR`.
+/// Output drift and input drift (`inputs`) both use it.
+pub fn psi(expected: &[f64], actual: &[f64]) -> f64 {
     expected
         .iter()
         .zip(actual)

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use crossbeam_channel::{Receiver, Sender};
 use metrics::Gauge;
 
+use super::drift::psi;
 use crate::registry::ServingSnapshot;
 use crate::telemetry::{self, Role};
 use crate::tensor::Tensor;
@@ -38,7 +39,6 @@ pub const MIN_WINDOW_ROWS: usize = 100;
 pub const CAPTURED_BINS: usize = 10;
 /// The most bins a baseline file may give a feature (a window keeps bins as bytes).
 pub const MAX_BINS: usize = 100;
-const FLOOR: f64 = 1e-4;
 
 /// A sampled request, as the worker gets it.
 pub struct Sample {
@@ -101,18 +101,6 @@ impl Feature {
 pub fn proportions(counts: &[u64]) -> Vec<f64> {
     let total: u64 = counts.iter().sum();
     counts.iter().map(|c| if total > 0 { *c as f64 / total as f64 } else { 0.0 }).collect()
-}
-
-/// PSI of `actual` against `expected` (same length), each proportion floored at 0.0001.
-pub fn psi(expected: &[f64], actual: &[f64]) -> f64 {
-    expected
-        .iter()
-        .zip(actual)
-        .map(|(e, a)| {
-            let (e, a) = (e.max(FLOOR), a.max(FLOOR));
-            (a - e) * (a / e).ln()
-        })
-        .sum()
 }
 
 /// Per input name, its watched features in order.
