@@ -22,8 +22,8 @@ use std::time::Duration;
 pub use keys::hash_key;
 pub use raw::{
     RawAdmin, RawAudit, RawAuth, RawBatching, RawCapture, RawConfig, RawFleet, RawKeysFile, RawMlflow,
-    RawModel, RawMonitor, RawRollout, RawRouting, RawRuntime, RawServer, RawSource, RawTenant, RawTls,
-    RawTracing, RawValidation, RawVersion, RawWeighted,
+    RawModel, RawMonitor, RawRemote, RawRollout, RawRouting, RawRuntime, RawServer, RawSource, RawTenant,
+    RawTls, RawTracing, RawValidation, RawVersion, RawWeighted,
 };
 pub use repository::{model_file, valid_model_name, versions_on_disk};
 
@@ -295,6 +295,44 @@ pub struct ModelConfig {
     pub rollout: Option<RolloutConfig>,
     pub validation: Option<ValidationConfig>,
     pub capture: Option<CaptureConfig>,
+    /// Versions served by remote Open Inference Protocol servers (`[models.X.remote]`), by
+    /// local version number; routed like local ones.
+    pub remote: BTreeMap<u64, RemoteConfig>,
+}
+
+/// The wire a remote version is reached over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RemoteProtocol {
+    /// KServe V2 over HTTP, tensors in Triton's binary extension (`http://`).
+    Http,
+    /// `inference.GRPCInferenceService` with raw tensor contents (`grpc://`).
+    Grpc,
+}
+
+/// `[models.X.remote] N = {...}`: one version served elsewhere. Everything here decides how the
+/// client is built, so a reload that changes any of it reconnects.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RemoteConfig {
+    /// `scheme://host:port` with any trailing `/` removed (a path prefix is kept).
+    pub url: String,
+    pub protocol: RemoteProtocol,
+    /// HTTP only: speak HTTP/2 (prior knowledge, h2c) instead of HTTP/1.1 keep-alive.
+    pub http2: bool,
+    /// The model's name on the remote server.
+    pub model: String,
+    /// The version there; `None`: the server's choice.
+    pub version: Option<String>,
+    /// Requests in flight to it at once; beyond it the gateway answers 503.
+    pub max_in_flight: usize,
+    pub connect_timeout: Duration,
+    /// The most one call may take (within the request's own deadline, which always wins).
+    pub timeout: Option<Duration>,
+    /// Consecutive failures (connection errors, 5xx, timeouts) that take it out of the split.
+    pub eject_after: u32,
+    /// How long an ejected remote stays out before it is tried again.
+    pub eject_for: Duration,
+    /// Active health checks on its ready endpoint; `None`: off.
+    pub health_interval: Option<Duration>,
 }
 
 /// What the gateway watches in a model's predictions (`[models.X.monitor]`).
@@ -369,6 +407,11 @@ impl ModelConfig {
         all.sort_unstable();
         all.dedup();
         all
+    }
+
+    /// True when `version` is served by a remote server rather than a local file.
+    pub fn is_remote(&self, version: u64) -> bool {
+        self.remote.contains_key(&version)
     }
 
     pub fn model_path(&self, version: u64) -> PathBuf {

@@ -130,6 +130,22 @@ pub struct RawModel {
     pub rollout: Option<RawRollout>,
     pub validation: Option<RawValidation>,
     pub capture: Option<RawCapture>,
+    /// Versions served by another Open Inference Protocol server, by local version number.
+    pub remote: Option<BTreeMap<String, RawRemote>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct RawRemote {
+    pub url: Option<String>,
+    pub model: Option<String>,
+    pub version: Option<String>,
+    pub http2: Option<bool>,
+    pub max_in_flight: Option<u64>,
+    pub connect_timeout_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub eject_after: Option<u64>,
+    pub eject_for_ms: Option<u64>,
+    pub health_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

@@ -30,6 +30,9 @@ const REFERENCE: &str = include_str!("REFERENCE.md");
 /// The one key a map is given: `models.<name>`.
 const MAP_KEYS: &[&str] = &["<name>"];
 
+/// The key of `models.<name>.remote`'s map, which is keyed by version number.
+const VERSION_KEYS: &[&str] = &["<version>"];
+
 /// Dotted key → kind of value ("integer", "table", "array of strings", ...).
 type Keys = RefCell<BTreeMap<String, String>>;
 
@@ -137,7 +140,8 @@ impl<'de> de::Deserializer<'de> for Probe<'_> {
     }
 
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-        self.fields(MAP_KEYS, visitor)
+        let keys = if self.path.ends_with(".remote") { VERSION_KEYS } else { MAP_KEYS };
+        self.fields(keys, visitor)
     }
 
     fn deserialize_struct<V: Visitor<'de>>(

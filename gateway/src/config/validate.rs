@@ -248,8 +248,10 @@ fn model(c: &mut Checker, name: &str, m: &RawModel) -> Option<ModelConfig> {
         return None;
     }
     let repository = PathBuf::from(m.repository.as_deref().unwrap_or("models"));
+    let remote = m.remote.as_ref().map(|r| remotes(c, &path, r)).unwrap_or_default();
     let repo_ok = repository.join(name).is_dir();
-    if !repo_ok {
+    let all_remote = m.routing.as_ref().is_some_and(|r| routed_are_remote(r, &remote));
+    if !repo_ok && !all_remote {
         c.problem(format!("{path}.repository"), format!("{} has no folder {name:?}", repository.display()));
     }
     let instances = c.range(&format!("{path}.instances"), m.instances, 1, 1, 256) as usize;
@@ -305,9 +307,19 @@ fn model(c: &mut Checker, name: &str, m: &RawModel) -> Option<ModelConfig> {
         rollout,
         validation,
         capture,
+        remote,
     };
+    for &v in config.remote.keys().filter(|&&v| config.model_path(v).is_file()) {
+        c.problem(
+            format!("{path}.remote.{v}"),
+            format!(
+                "version {v} is both remote and a local file ({}); remove one",
+                config.model_path(v).display()
+            ),
+        );
+    }
     if repo_ok {
-        for v in config.served_versions() {
+        for v in config.served_versions().into_iter().filter(|&v| !config.is_remote(v)) {
             if !config.model_path(v).is_file() {
                 c.problem(
                     config.version_path(v),
@@ -317,6 +329,91 @@ fn model(c: &mut Checker, name: &str, m: &RawModel) -> Option<ModelConfig> {
         }
     }
     Some(config)
+}
+
+/// `[models.X.remote]`: every entry checked, each problem under its own path.
+fn remotes(
+    c: &mut Checker,
+    model_path: &str,
+    raw: &BTreeMap<String, RawRemote>,
+) -> BTreeMap<u64, RemoteConfig> {
+    let mut out = BTreeMap::new();
+    for (key, r) in raw {
+        let path = format!("{model_path}.remote.{key}");
+        let version = key.parse::<u64>().ok().filter(|&v| v > 0);
+        if version.is_none() {
+            c.problem(
+                &path,
+                format!("the key is the local version number (a positive integer), got {key:?}"),
+            );
+        }
+        if let (Some(v), Some(remote)) = (version, remote(c, &path, r)) {
+            out.insert(v, remote);
+        }
+    }
+    out
+}
+
+fn remote(c: &mut Checker, path: &str, r: &RawRemote) -> Option<RemoteConfig> {
+    let url = r.url.as_deref().map(|u| u.trim_end_matches('/').to_string());
+    let protocol = match url.as_deref() {
+        None => {
+            c.problem(format!("{path}.url"), "is required: http://host:port or grpc://host:port");
+            None
+        }
+        Some(u) if u.parse::<http::Uri>().map_or(true, |p| p.host().is_none()) => {
+            c.problem(format!("{path}.url"), format!("is not a URL with a host: {u:?}"));
+            None
+        }
+        Some(u) if u.starts_with("http://") => Some(RemoteProtocol::Http),
+        Some(u) if u.starts_with("grpc://") => Some(RemoteProtocol::Grpc),
+        Some(u) => {
+            c.problem(
+                format!("{path}.url"),
+                format!(
+                    "must start with http:// or grpc:// (TLS to remotes is not supported yet), got {u:?}"
+                ),
+            );
+            None
+        }
+    };
+    let model = r.model.clone().filter(|m| !m.is_empty() && !m.contains('/'));
+    if model.is_none() {
+        c.problem(format!("{path}.model"), "is required: the model's name on the remote server");
+    }
+    if r.version.as_deref().is_some_and(|v| v.is_empty() || v.contains('/')) {
+        c.problem(format!("{path}.version"), "must be a version name without `/`");
+    }
+    if r.http2.is_some() && protocol == Some(RemoteProtocol::Grpc) {
+        c.problem(format!("{path}.http2"), "applies to http:// remotes only (gRPC is always HTTP/2)");
+    }
+    let max_in_flight = c.range(&format!("{path}.max_in_flight"), r.max_in_flight, 256, 1, 100_000) as usize;
+    let connect_ms = c.range(&format!("{path}.connect_timeout_ms"), r.connect_timeout_ms, 1000, 1, 60_000);
+    let timeout_ms = r.timeout_ms.map(|t| c.range(&format!("{path}.timeout_ms"), Some(t), t, 1, 3_600_000));
+    let eject_after = c.range(&format!("{path}.eject_after"), r.eject_after, 5, 1, 1_000_000) as u32;
+    let eject_ms = c.range(&format!("{path}.eject_for_ms"), r.eject_for_ms, 30_000, 1, 3_600_000);
+    let health_ms = c.range(&format!("{path}.health_interval_ms"), r.health_interval_ms, 5000, 0, 3_600_000);
+    Some(RemoteConfig {
+        url: url?,
+        protocol: protocol?,
+        http2: r.http2.unwrap_or(false),
+        model: model?,
+        version: r.version.clone(),
+        max_in_flight,
+        connect_timeout: Duration::from_millis(connect_ms),
+        timeout: timeout_ms.map(Duration::from_millis),
+        eject_after,
+        eject_for: Duration::from_millis(eject_ms),
+        health_interval: (health_ms > 0).then(|| Duration::from_millis(health_ms)),
+    })
+}
+
+/// True when every version the routing names is remote: such a model needs no local folder.
+fn routed_are_remote(r: &RawRouting, remote: &BTreeMap<u64, RemoteConfig>) -> bool {
+    let is_remote = |v: &RawVersion| matches!(v, RawVersion::Number(n) if remote.contains_key(n));
+    let weighted = r.candidates.iter().chain(&r.shadows).filter_map(|w| w.version.as_ref());
+    let mut named = r.primary.iter().chain(weighted);
+    !remote.is_empty() && named.all(is_remote) && r.versions.iter().all(|v| remote.contains_key(v))
 }
 
 fn audit(c: &mut Checker, a: &RawAudit) -> AuditConfig {
@@ -812,6 +909,41 @@ routing = { primary = 1, candidates = [{ version = 2, percent = 150.0 }, { versi
         let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(paths, vec!["models.credit-scoring.rollout.max_false_positive_rate"], "{err}");
         check(&format!("{rollout}[models.credit-scoring.monitor]\noutput = \"probabilities\"\n")).unwrap();
+    }
+
+    #[test]
+    fn remote_versions_are_checked_entry_by_entry_and_need_no_local_file() {
+        let cfg = check(
+            "[models.credit-scoring]\nrepository = \"REPO\"\nrouting = { primary = 1, candidates = [{ version = 7, percent = 5.0 }] }\n\
+             [models.credit-scoring.remote]\n7 = { url = \"grpc://10.0.0.7:8001/\", model = \"credit\", timeout_ms = 250 }\n",
+        )
+        .unwrap();
+        let r = &cfg.models["credit-scoring"].remote[&7];
+        assert_eq!(
+            (r.url.as_str(), r.protocol, r.max_in_flight, r.eject_after),
+            ("grpc://10.0.0.7:8001", RemoteProtocol::Grpc, 256, 5)
+        );
+        assert_eq!(r.timeout, Some(Duration::from_millis(250)));
+        // A model whose routed versions are all remote needs no folder of its own.
+        assert!(check("[models.elsewhere]\nrouting = { primary = 2 }\n[models.elsewhere.remote]\n2 = { url = \"http://10.0.0.7:8000\", model = \"m\" }\n").is_ok());
+        let err = check(
+            "[models.credit-scoring]\nrepository = \"REPO\"\nrouting = { primary = 1 }\n\
+             [models.credit-scoring.remote]\nseven = { url = \"http://h:1\", model = \"m\" }\n\
+             8 = { url = \"https://h:1\", model = \"m\" }\n9 = { url = \"http://h:1\", max_in_flight = 0 }\n\
+             10 = { url = \"grpc://h:1\", model = \"m\", http2 = true }\n2 = { url = \"http://h:1\", model = \"m\" }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for expected in [
+            "models.credit-scoring.remote.seven: the key is the local version number",
+            "models.credit-scoring.remote.8.url: must start with http:// or grpc://",
+            "models.credit-scoring.remote.9.model: is required",
+            "models.credit-scoring.remote.9.max_in_flight",
+            "models.credit-scoring.remote.10.http2: applies to http:// remotes only",
+            "models.credit-scoring.remote.2: version 2 is both remote and a local file",
+        ] {
+            assert!(err.contains(expected), "{expected} not in {err}");
+        }
     }
 
     #[test]
