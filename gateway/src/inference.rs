@@ -27,6 +27,7 @@ use crate::telemetry::stats::ModelStats;
 use crate::telemetry::{self, Outcome, Role, RolloutComparison};
 use crate::tensor::{ModelSignature, Tensor};
 use crate::trace::{JobTrace, Trace, Tracer};
+use crate::upstream::Failure;
 
 /// Services the flow needs beyond the snapshot.
 #[derive(Default)]
@@ -158,10 +159,19 @@ pub fn pick<'h>(
             m.routing.pick(key, fastrand::f64())
         }
     };
-    let version = m.version(route.version).cloned().ok_or_else(|| ApiError::UnknownVersion {
+    let mut version = m.version(route.version).cloned().ok_or_else(|| ApiError::UnknownVersion {
         model: m.name.clone(),
         version: route.version.to_string(),
     })?;
+    let mut route = route;
+    // An ejected remote candidate's share goes to the primary; a pinned call goes where it asked.
+    if route.role == Role::Candidate
+        && !version.available()
+        && let Some(primary) = m.primary()
+    {
+        route = Route { version: primary.version, role: Role::Primary, reason: RouteReason::Fallback };
+        version = primary.clone();
+    }
     let expected = version.expect();
     Ok((Target { version, route, started }, expected))
 }
@@ -215,25 +225,43 @@ impl Inference {
         };
         let (role, reason) = (target.route.role.as_str(), target.route.reason.as_str());
         trace.routed(&m.name, target.version.version, role, reason, snapshot.generation);
+        let mut target = target;
         let work = async {
+            let target = &mut target;
             let version = &target.version;
             let server = &snapshot.config.server;
             let limits = DecodeLimits::for_request(server.max_request_bytes, version.max_batch_size());
             let InferRequest { id, inputs, outputs: chosen } = decode(&version.signature, &limits)?;
             let inputs = Arc::new(inputs);
-            let answer = match self.run(&target, inputs.clone(), deadline, expected, trace).await {
+            let answer = match self.run(target, inputs.clone(), deadline, expected, trace).await {
                 Err(ApiError::InputRefused(reason)) if target.route.role != Role::Primary => {
-                    Err(refusal_by_non_primary(m, &target, inputs, deadline, reason).await)
+                    Err(refusal_by_non_primary(m, target, inputs, deadline, reason).await)
+                }
+                Err(e) if falls_back(target, &e) => {
+                    // A remote candidate failed: it is charged with the failure (its rollout
+                    // window and error rate see it), and the primary answers the client.
+                    self.finish(target, outcome_of(&e));
+                    trace.set("gateway.fallback", e.to_string());
+                    let Some(primary) = m.primary().cloned() else { return Err(e) };
+                    let route = Route {
+                        version: primary.version,
+                        role: Role::Primary,
+                        reason: RouteReason::Fallback,
+                    };
+                    let expected = primary.expect();
+                    *target = Target { version: primary, route, started: Instant::now() };
+                    self.run(target, inputs, deadline, expected, trace).await
                 }
                 other => other,
             }?;
+            let version = &target.version;
             let reply = encode(version, id.as_deref(), &answer.outputs, &chosen)?;
             let request_id = id.as_deref().or_else(|| std::str::from_utf8(header("x-request-id")?).ok());
             let timeout = server.request_timeout;
             let segment = request_segment(snapshot, &m.name, &header);
             let job = trace.job();
             let (job, seen) = (job.as_ref(), Seen { request_id, tenant, segment });
-            self.after_answer(snapshot, m, &target, &answer, &seen, timeout, job);
+            self.after_answer(snapshot, m, target, &answer, &seen, timeout, job);
             Ok(reply)
         };
         let result = deadline.bound(work).await;
@@ -415,6 +443,14 @@ async fn refusal_by_non_primary(
     }
 }
 
+/// Whether a failed request is retried on the primary: a candidate drawn by the split (never a
+/// pinned call) whose remote could not answer. A local candidate's failure is its own answer.
+fn falls_back(target: &Target, e: &ApiError) -> bool {
+    target.route.role == Role::Candidate
+        && target.version.remote().is_some()
+        && matches!(e, ApiError::BadGateway(_) | ApiError::TimedOut(_) | ApiError::Overloaded(_))
+}
+
 /// The request's segment (`monitor.segment_header`), when the model counts segments: resolved
 /// once per request, without allocating.
 fn request_segment<'h>(
@@ -455,6 +491,11 @@ pub(crate) fn infer_error(e: InferError, version: &ServedVersion, deadline: &Dea
         )),
         InferError::Failed { reason } => ApiError::InferenceFailed(reason),
         InferError::Closed => ApiError::ShuttingDown,
+        InferError::Upstream { failure, reason } => match failure {
+            Failure::Unreachable | Failure::Failed => ApiError::BadGateway(reason),
+            Failure::TimedOut => ApiError::TimedOut(reason),
+            Failure::Busy => ApiError::Overloaded(reason),
+        },
     }
 }
 
@@ -479,8 +520,9 @@ pub fn outcome_of(e: &ApiError) -> Outcome {
         ApiError::TooManyRequests { .. } => Outcome::Rejected,
         ApiError::NotReady { .. } | ApiError::Overloaded(_) | ApiError::ShuttingDown => Outcome::Rejected,
         ApiError::TimedOut(_) => Outcome::Timeout,
-        ApiError::InferenceFailed(_) | ApiError::Internal(_) | ApiError::ReplyTooLarge { .. } => {
-            Outcome::ServerError
-        }
+        ApiError::InferenceFailed(_)
+        | ApiError::BadGateway(_)
+        | ApiError::Internal(_)
+        | ApiError::ReplyTooLarge { .. } => Outcome::ServerError,
     }
 }

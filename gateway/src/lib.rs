@@ -35,6 +35,7 @@ pub mod telemetry;
 pub mod tenants;
 pub mod tensor;
 pub mod trace;
+pub mod upstream;
 pub mod validation;
 
 pub use app::{Gateway, StartError};

@@ -152,6 +152,7 @@ fn batched_embed() -> Arc<ServedVersion> {
         policy: BatchPolicy { max_batch_size: 8, max_queue_delay: Duration::from_secs(10), max_queue: 64 },
         options: SessionOptions::default(),
         background: false,
+        remote: None,
     };
     Arc::new(ServedVersion::load("embed", 1, key).unwrap())
 }

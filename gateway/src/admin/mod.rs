@@ -217,6 +217,15 @@ fn model_state(m: &ServedModel) -> Value {
                 "instances": v.worker_count(),
                 "queue_depth": v.queue_depth(),
                 "max_batch_size": v.max_batch_size(),
+                "remote": v.remote().map(|r| json!({
+                    "url": r.config.url,
+                    "model": r.config.model,
+                    "version": r.config.version,
+                    "in_flight": r.in_flight(),
+                    "max_in_flight": r.config.max_in_flight,
+                    "ejected": !r.available(),
+                    "ejected_for_ms": r.health.ejected_for().map(|d| d.as_millis() as u64),
+                })),
             })
         })
         .collect();

@@ -97,6 +97,9 @@ pub enum InferError {
     Failed { reason: String },
     #[error("this model version is shutting down")]
     Closed,
+    /// A remote version's call failed (`upstream`).
+    #[error("{reason}")]
+    Upstream { failure: crate::upstream::Failure, reason: String },
 }
 
 struct Job {
@@ -123,11 +126,20 @@ pub struct Queue {
 
 /// Held while a request routed to this version is on its way to (or in) the queue; the worker
 /// drops it when it answers the request.
-pub struct Expected(Arc<AtomicUsize>);
+pub struct Expected(Option<Arc<AtomicUsize>>);
+
+impl Expected {
+    /// An announcement nobody waits on (a remote version has no batch former).
+    pub fn none() -> Expected {
+        Expected(None)
+    }
+}
 
 impl Drop for Expected {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        if let Some(coming) = &self.0 {
+            coming.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -189,7 +201,7 @@ impl Queue {
     /// Announces a request routed to this version; hold the guard until it is answered.
     pub fn expect(&self) -> Expected {
         self.coming.fetch_add(1, Ordering::Relaxed);
-        Expected(self.coming.clone())
+        Expected(Some(self.coming.clone()))
     }
 }
 

@@ -197,6 +197,34 @@ fn choose_outputs(
     Ok(chosen)
 }
 
+/// Decodes an infer *answer* (a remote server's): its outputs as sent, raw or typed, each
+/// checked against the shape and datatype it declares exactly as a request's inputs are.
+pub fn decode_response(response: &ModelInferResponse) -> Result<Vec<Tensor>, ApiError> {
+    let specs = response
+        .outputs
+        .iter()
+        .map(|o| crate::protocol::declared_spec(&o.name, &o.datatype, &o.shape))
+        .collect::<Result<Vec<_>, _>>()?;
+    let signature = ModelSignature { inputs: specs, outputs: Vec::new() };
+    let as_request = ModelInferRequest {
+        inputs: response
+            .outputs
+            .iter()
+            .map(|o| InferInputTensor {
+                name: o.name.clone(),
+                datatype: o.datatype.clone(),
+                shape: o.shape.clone(),
+                parameters: Default::default(),
+                contents: o.contents.clone(),
+            })
+            .collect(),
+        raw_input_contents: response.raw_output_contents.clone(),
+        ..Default::default()
+    };
+    let limits = DecodeLimits::for_request(1 << 29, 0);
+    Ok(decode_request(&as_request, &signature, &limits)?.inputs)
+}
+
 /// The reply: the chosen outputs (indices into `all`, the signature-ordered outputs), typed
 /// or raw as the module doc says.
 pub fn encode_response(

@@ -9,7 +9,7 @@
 //! config in `documents`, error codes in `status`, streaming in `stream`. Uses `protocol`,
 //! `registry`, `inference`; never names ONNX Runtime.
 
-mod convert;
+pub(crate) mod convert;
 mod documents;
 mod service;
 mod status;

@@ -30,6 +30,7 @@ pub fn code(e: &ApiError) -> Code {
         ApiError::TimedOut(_) => Code::DeadlineExceeded,
         ApiError::InputRefused(_) => Code::InvalidArgument,
         ApiError::InferenceFailed(_) => Code::Internal,
+        ApiError::BadGateway(_) => Code::Unavailable,
         ApiError::Internal(_) => Code::Internal,
         ApiError::Unauthorized => Code::Unauthenticated,
         ApiError::Unauthenticated(_) => Code::Unauthenticated,
@@ -57,6 +58,7 @@ mod tests {
             (ApiError::Overloaded("full".into()), Code::Unavailable, 503),
             (ApiError::TimedOut("late".into()), Code::DeadlineExceeded, 504),
             (ApiError::InferenceFailed("boom".into()), Code::Internal, 500),
+            (ApiError::BadGateway("remote down".into()), Code::Unavailable, 502),
             (ApiError::InputRefused("index out of range".into()), Code::InvalidArgument, 400),
         ];
         for (e, grpc, http) in cases {

@@ -155,6 +155,52 @@ pub fn decode_infer(
     Ok(InferRequest { id: raw.id.map(Cow::into_owned), inputs, outputs })
 }
 
+#[derive(Deserialize)]
+struct RawResponse<'a> {
+    #[serde(borrow)]
+    outputs: Vec<RawInput<'a>>,
+}
+
+/// Decodes an infer *answer* (a remote server's, with the binary extension's JSON length when
+/// its header was present): its outputs, as sent, each checked against the shape and datatype
+/// it declares exactly as a request's inputs are.
+pub fn decode_outputs(
+    body: &[u8],
+    json_length: Option<usize>,
+    limits: &DecodeLimits,
+) -> Result<Vec<Tensor>, ApiError> {
+    let (json, mut binary_part) = split_body(body, json_length)?;
+    let raw: RawResponse<'_> = serde_json::from_slice(json).map_err(|e| malformed_json(&e))?;
+    let specs = raw
+        .outputs
+        .iter()
+        .map(|o| declared_spec(&o.name, &o.datatype, &o.shape))
+        .collect::<Result<_, _>>()?;
+    let signature = ModelSignature { inputs: specs, outputs: Vec::new() };
+    let mut slots = InputSlots::new(&signature);
+    for output in &raw.outputs {
+        let checked = slots.check(&output.name, &output.datatype, &output.shape, limits)?;
+        let data = decode_input(output, &checked, &mut binary_part, json.len())?;
+        slots.fill(checked, data)?;
+    }
+    slots.finish()
+}
+
+/// The spec a tensor declares for itself (an answer's output): its datatype and fixed shape.
+pub fn declared_spec(
+    name: &str,
+    datatype: &str,
+    shape: &[i64],
+) -> Result<crate::tensor::TensorSpec, ApiError> {
+    let datatype = DataType::parse(datatype).ok_or_else(|| {
+        ApiError::Malformed(format!("output '{name}' has an unknown datatype {datatype:?}"))
+    })?;
+    if shape.iter().any(|&d| d < 0) {
+        return Err(ApiError::Malformed(format!("output '{name}' has a negative dimension in {shape:?}")));
+    }
+    Ok(crate::tensor::TensorSpec::new(name, datatype, shape.to_vec()))
+}
+
 fn split_body(body: &[u8], json_length: Option<usize>) -> Result<(&[u8], &[u8]), ApiError> {
     match json_length {
         None => Ok((body, &[])),

@@ -83,6 +83,50 @@ fn write_output_header(out: &mut Vec<u8>, tensor: &Tensor) {
     out.push(b']');
 }
 
+/// An infer *request* in the binary extension (what the gateway sends a remote server): the
+/// JSON header asking for `outputs` as binary, then every input's raw bytes. Returns the body
+/// and the header's length (`Inference-Header-Content-Length`).
+pub fn encode_binary_request(inputs: &[Tensor], outputs: &[String]) -> (Vec<u8>, usize) {
+    let data_len: usize = inputs.iter().map(|t| binary::encoded_len(&t.data)).sum();
+    let mut out = Vec::with_capacity(128 + 96 * (inputs.len() + outputs.len()) + data_len);
+    out.extend_from_slice(b"{\"inputs\":[");
+    for (i, t) in inputs.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"name\":");
+        write_json_str(&mut out, &t.name);
+        out.extend_from_slice(b",\"datatype\":\"");
+        out.extend_from_slice(t.datatype().as_str().as_bytes());
+        out.extend_from_slice(b"\",\"shape\":[");
+        for (j, d) in t.shape.iter().enumerate() {
+            if j > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(itoa::Buffer::new().format(*d).as_bytes());
+        }
+        out.push(b']');
+        out.extend_from_slice(b",\"parameters\":{\"binary_data_size\":");
+        out.extend_from_slice(itoa::Buffer::new().format(binary::encoded_len(&t.data)).as_bytes());
+        out.extend_from_slice(b"}}");
+    }
+    out.extend_from_slice(b"],\"outputs\":[");
+    for (i, name) in outputs.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"name\":");
+        write_json_str(&mut out, name);
+        out.extend_from_slice(b",\"parameters\":{\"binary_data\":true}}");
+    }
+    out.extend_from_slice(b"]}");
+    let json_len = out.len();
+    for t in inputs {
+        binary::encode(&t.data, &mut out);
+    }
+    (out, json_len)
+}
+
 /// Writes a JSON string with escapes.
 pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
     // serde_json's escaping; writing to a Vec cannot fail.

@@ -16,8 +16,8 @@ pub mod validate;
 
 use http::StatusCode;
 
-pub use decode::{DecodeLimits, InferRequest, OutputChoice, decode_infer};
-pub use encode::{EncodedResponse, encode_infer};
+pub use decode::{DecodeLimits, InferRequest, OutputChoice, declared_spec, decode_infer, decode_outputs};
+pub use encode::{EncodedResponse, encode_binary_request, encode_infer};
 
 /// Header naming the length of the JSON part of a binary-extension body.
 pub const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
@@ -57,6 +57,9 @@ pub enum ApiError {
     InputRefused(String),
     #[error("{0}")]
     InferenceFailed(String),
+    /// A remote version could not be reached or answered with a failure of its own.
+    #[error("{0}")]
+    BadGateway(String),
     /// Something other than a model or version that does not exist (a feedback id, a rollout).
     #[error("{0}")]
     NotFound(String),
@@ -104,6 +107,7 @@ impl ApiError {
             ApiError::TimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::InputRefused(_) => StatusCode::BAD_REQUEST,
             ApiError::InferenceFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,

@@ -376,8 +376,11 @@ fn is_shadow_only(model: &ModelConfig, version: u64) -> bool {
 /// How `version` of `model` is to be built. Blocking: reads the model file to identify it.
 pub fn version_key(config: &GatewayConfig, model: &ModelConfig, version: u64) -> VersionKey {
     let path = model.model_path(version);
+    let remote = model.remote.get(&version).cloned();
     VersionKey {
-        file: FileId::of(&path),
+        // A remote version has no file to read.
+        file: if remote.is_some() { FileId::Unreadable } else { FileId::of(&path) },
+        remote,
         path,
         instances: model.instances,
         policy: BatchPolicy {

@@ -28,6 +28,9 @@ pub enum RouteReason {
     Sticky,
     /// The caller asked for this version.
     Pinned,
+    /// The version drawn (a remote candidate or shadow's share) was ejected, or its call
+    /// failed: the primary answered instead.
+    Fallback,
 }
 
 impl RouteReason {
@@ -37,6 +40,7 @@ impl RouteReason {
             RouteReason::Candidate => "candidate",
             RouteReason::Sticky => "sticky",
             RouteReason::Pinned => "pinned",
+            RouteReason::Fallback => "fallback",
         }
     }
 }

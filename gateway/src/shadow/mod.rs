@@ -49,7 +49,8 @@ impl Shadows {
         trace: Option<&JobTrace>,
     ) {
         for version in model.routing.sample_shadows(fastrand::f64) {
-            let Some(shadow) = model.version(version).cloned() else { continue };
+            // An ejected remote shadow gets no copies until it is back.
+            let Some(shadow) = model.version(version).filter(|v| v.available()).cloned() else { continue };
             let span = trace.map(|t| shadow_span(t, version));
             let Some(permit) = model.shadow_budget.try_acquire() else {
                 shadow.metrics.count_shadow(ShadowOutcome::Dropped);
