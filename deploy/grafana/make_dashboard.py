@@ -339,6 +339,16 @@ def build():
                                  "503s, unknown model, bad request) for this model, and without a model label "
                                  "for requests that named no known model."), 12, 8)
 
+    L.add(timeseries("Remote versions: calls by outcome, and ejections",
+                     targets((f"sum by (version, outcome) (rate(gateway_upstream_requests_total{{{SEL}}}[{RI}]))",
+                              "v{{version}} {{outcome}}"),
+                             (f"gateway_upstream_ejected{{{SEL}}}", "v{{version}} ejected")),
+                     unit="short", minimum=0,
+                     description="Versions served by a remote server ([models.X.remote]): calls per second by "
+                                 "outcome (ok, client_error, server_error, connect_error, timeout, busy: over "
+                                 "max_in_flight), and 1 while a version is ejected from the split (its share "
+                                 "goes to the primary). Empty for a model with no remote versions."), 24, 8)
+
     # ---------------------------------------------------------------- predictions
     L.row("Predictions (monitor.output)")
     L.add(timeseries("Score quantiles by version (p10 / p50 / p90)",
