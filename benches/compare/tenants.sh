@@ -5,8 +5,10 @@
 #   1. priority: an online tenant's p99 (open loop, ONLINE_RPS) while a batch tenant saturates
 #      the gateway (closed loop, 32 connections), against the same online load alone: <= 1.5x.
 #      The control: the same two tenants both `online` (no priority), to show what it buys.
-#   2. overhead: credit batch 1, 32 connections, closed loop: [auth] on (one online tenant, with
-#      a rate far above what it reaches) against the same config without [auth]: >= 0.97x.
+#   2. overhead: credit batch 1, 32 connections, closed loop: [auth] and quotas on (one online
+#      tenant with an rps/burst bucket and a max_in_flight cap, both far above what it reaches)
+#      and [tracing] sampling 1% to a real OTLP receiver (scripts/otlp/collector.py, on core 0),
+#      against the same config without either: >= 0.97x.
 #
 # Usage: benches/compare/tenants.sh   (env: DURATION, WARMUP, ONLINE_RPS, ROUNDS)
 # Writes benches/results/tenants-<time>/ and prints one PASS/FAIL line per target.
@@ -35,6 +37,8 @@ name = "online"
 key_sha256 = "$online_hash"
 models = ["*"]
 rps = 1000000.0
+burst = 100000
+max_in_flight = 100000
 [[tenant]]
 name = "batch"
 key_sha256 = "$batch_hash"
@@ -43,11 +47,22 @@ priority = "$1"
 EOF
 }
 
-# config OUT WITH_AUTH
+# The OTLP receiver the overhead run's traces go to.
+setsid $LOAD_PIN timeout -k 5 3600 python3 "$REPO/scripts/otlp/collector.py" \
+    >"$OUT/collector.port" 2>"$LOGS/collector.log" &
+COLLECTOR_PID=$!
+trap 'stop_server || true; kill -- -$COLLECTOR_PID 2>/dev/null' EXIT
+for _ in $(seq 1 100); do [ -s "$OUT/collector.port" ] && break; sleep 0.1; done
+COLLECTOR_PORT=$(head -1 "$OUT/collector.port")
+
+# config OUT WITH_AUTH [traced]
 config() {
     gateway_config "$1" 0 32 1 1
     if [ "$2" = yes ]; then
         printf '\n[auth]\nkeys_file = "%s"\n' "$OUT/keys.toml" >>"$1"
+    fi
+    if [ "${3:-}" = traced ]; then
+        printf '\n[tracing]\notlp_endpoint = "http://127.0.0.1:%s"\nsample_ratio = 0.01\n' "$COLLECTOR_PORT" >>"$1"
     fi
 }
 
@@ -85,7 +100,9 @@ for round in $(seq 1 "$ROUNDS"); do
         if [ "$mode" = batch ]; then PRIO_RATIO+=("$ratio"); else CONTROL_RATIO+=("$ratio"); fi
     done
     for auth in no yes; do
-        config "$OUT/overhead-$auth.toml" "$auth"
+        traced=""
+        [ "$auth" = yes ] && traced=traced
+        config "$OUT/overhead-$auth.toml" "$auth" $traced
         start_gateway "gateway-overhead-$auth-$round" "$OUT/overhead-$auth.toml"
         header=()
         [ "$auth" = yes ] && header=(-H "x-api-key:key-online")
@@ -95,7 +112,7 @@ for round in $(seq 1 "$ROUNDS"); do
     off=$(rps_of "$RAW/r$round-overhead-no.json")
     on=$(rps_of "$RAW/r$round-overhead-yes.json")
     OVERHEAD+=("$(python3 -c "print(f'{$on / max($off, 1):.3f}')")")
-    log "round $round: credit c32 with [auth] $on req/s, without $off req/s"
+    log "round $round: credit c32 with [auth], quotas and 1% tracing $on req/s, without $off req/s"
 done
 
 judge() {
@@ -110,5 +127,6 @@ judge() {
 {
     judge "online p99 under a saturating batch tenant / alone" "<=" 1.5 "${PRIO_RATIO[@]}"
     echo "info control, both tenants online (no priority): ${CONTROL_RATIO[*]}"
-    judge "credit c32 req/s with [auth] / without" ">=" 0.97 "${OVERHEAD[@]}"
+    judge "credit c32 req/s with [auth], quotas and [tracing] 1% / without" ">=" 0.97 "${OVERHEAD[@]}"
+    echo "info spans the collector received: $(curl -s "http://127.0.0.1:$COLLECTOR_PORT/spans" | python3 -c "import json,sys; print(len(json.load(sys.stdin)))")"
 } | tee "$OUT/summary.txt"

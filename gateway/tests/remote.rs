@@ -62,15 +62,16 @@ fn outputs(reply: &Reply) -> BTreeMap<String, Value> {
 }
 
 #[tokio::test]
-async fn a_remote_version_answers_exactly_as_the_remote_does_over_http_and_grpc() {
+async fn a_remote_version_answers_exactly_as_the_remote_does_over_http_h2c_and_grpc() {
     let remote = start_remote().await;
     let grpc = remote.grpc.unwrap();
     let gw = start(&front(
-        "primary = 1\nversions = [5, 6]",
+        "primary = 1\nversions = [5, 6, 7]",
         &format!(
             "5 = {{ url = \"http://{}\", model = \"upstream-credit\", version = \"2\" }}\n\
-             6 = {{ url = \"grpc://{grpc}\", model = \"upstream-credit\", version = \"2\" }}",
-            remote.data
+             6 = {{ url = \"grpc://{grpc}\", model = \"upstream-credit\", version = \"2\" }}\n\
+             7 = {{ url = \"http://{}\", model = \"upstream-credit\", version = \"2\", http2 = true }}",
+            remote.data, remote.data
         ),
     ))
     .await;
@@ -78,7 +79,7 @@ async fn a_remote_version_answers_exactly_as_the_remote_does_over_http_and_grpc(
         let body = credit_request_seeded(1 + (seed as usize % 4), seed);
         let direct = remote.post_json("/v2/models/upstream-credit/versions/2/infer", &body).await;
         assert_eq!(direct.status, 200, "{}", String::from_utf8_lossy(&direct.body));
-        for v in [5, 6] {
+        for v in [5, 6, 7] {
             let via = gw.post_json(&pinned(v), &body).await;
             assert_eq!(via.status, 200, "v{v}: {}", String::from_utf8_lossy(&via.body));
             assert_eq!(
@@ -94,7 +95,7 @@ async fn a_remote_version_answers_exactly_as_the_remote_does_over_http_and_grpc(
     let remote_meta = remote.get("/v2/models/upstream-credit/versions/2").await.json();
     assert_eq!(meta["inputs"], remote_meta["inputs"]);
     let text = gw.metrics().await;
-    for v in ["5", "6"] {
+    for v in ["5", "6", "7"] {
         let ok = metric_present(
             &text,
             "gateway_upstream_requests_total",

@@ -397,3 +397,47 @@ async fn without_tracing_the_request_id_is_still_answered_and_no_traceparent() {
     assert!(reply.header("x-request-id").is_some_and(|id| !id.is_empty()));
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_to_a_remote_version_is_a_client_span_and_the_remote_continues_the_trace() {
+    let _serial = common::exclusive().await;
+    let collector = Collector::start();
+    let tracing = tracing_table(&collector.endpoint(), 0.0);
+    // The remote: another gateway, serving the credit model as `upstream-credit`, tracing too.
+    let repo = common::scratch("traced-remote");
+    std::os::unix::fs::symlink(format!("{}/credit-scoring", common::repo()), repo.join("upstream-credit"))
+        .unwrap();
+    let remote_models = format!(
+        "[models.upstream-credit]\nrepository = \"{}\"\nrouting = {{ primary = 1 }}\n",
+        repo.display()
+    );
+    let remote = start(&remote_models, &tracing, "").await;
+    let front = format!(
+        "[models.credit-scoring]\nrepository = \"REPO\"\nrouting = {{ primary = 1, versions = [5] }}\n\
+         [models.credit-scoring.remote]\n5 = {{ url = \"http://{}\", model = \"upstream-credit\" }}\n",
+        remote.data
+    );
+    let gw = start(&front, &tracing, "").await;
+    let body = serde_json::to_vec(&credit_request(1)).unwrap();
+    let headers = [("content-type", "application/json"), ("traceparent", SAMPLED)];
+    let reply = gw.post("/v2/models/credit-scoring/versions/5/infer", body, &headers).await;
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    let spans = collector
+        .wait_for(&gw, "the front's and the remote's spans", |spans| {
+            let ours = in_trace(spans, TRACE_ID);
+            !named(&ours, "infer upstream-credit").is_empty()
+                && !named(&ours, "remote credit-scoring v5").is_empty()
+        })
+        .await;
+    let ours = in_trace(&spans, TRACE_ID);
+    let server = one(&ours, "infer credit-scoring");
+    let client = one(&ours, "remote credit-scoring v5");
+    let remote_server = one(&ours, "infer upstream-credit");
+    assert_eq!(client["parentSpanId"], server["spanId"], "the call hangs from the request's span");
+    assert_eq!(client["kind"], 3, "SPAN_KIND_CLIENT");
+    assert!(within(client, server), "the call lies within the request");
+    assert_eq!(remote_server["parentSpanId"], client["spanId"], "the remote's span hangs from the call");
+    assert_eq!(attr(server, "gateway.version").as_deref(), Some("5"));
+    gw.stop().await;
+    remote.stop().await;
+}
