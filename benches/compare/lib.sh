@@ -6,7 +6,11 @@
 # processes this script started are ever signalled.
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-BIN="$REPO/target/release"
+# Binaries come from CARGO_TARGET_DIR when it is set (relative to the repository root, where
+# `build` runs cargo), so a benchmark can build beside another checkout's target dir.
+TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$REPO/$TARGET_DIR" ;; esac
+BIN="$TARGET_DIR/release"
 COMPARE="$REPO/benches/compare"
 VENV_ROOT=${VENV_ROOT:-/tmp/gwbench-venvs}
 PORT=${GWBENCH_PORT:-38100}          # data plane of the server under test (one at a time)
@@ -41,9 +45,9 @@ port_free() {
 }
 
 # start_server NAME READY_PATH CMD...: starts CMD (cwd: the repository root), waits up to
-# 180 s for GET READY_PATH to answer 200. Returns 1 (and logs why) when it does not. A bind that
-# fails because the port is momentarily some client's ephemeral port (38100 is inside Linux's
-# default 32768-60999 range) is retried a few times.
+# READY_TIMEOUT_S (default 180) seconds for GET READY_PATH to answer 200. Returns 1 (and logs
+# why) when it does not. A bind that fails because the port is momentarily some client's
+# ephemeral port (38100 is inside Linux's default 32768-60999 range) is retried a few times.
 start_server() {
     local name=$1 ready=$2 attempt status
     shift 2
@@ -72,7 +76,7 @@ start_server_once() {
     (cd "$REPO" && exec setsid $SERVER_PIN timeout -k 5 "$MAX_SERVER_S" "$@") >"$LOGS/$name.log" 2>&1 &
     SERVER_PID=$!
     local i
-    for i in $(seq 1 900); do
+    for i in $(seq 1 $((${READY_TIMEOUT_S:-180} * 5))); do
         if curl -sf -o /dev/null "http://127.0.0.1:$PORT$ready"; then
             log "$name ready after $((i / 5)) s"
             return 0
@@ -88,7 +92,8 @@ start_server_once() {
         fi
         sleep 0.2
     done
-    log "$name not ready after 180 s"
+    log "$name not ready after ${READY_TIMEOUT_S:-180} s; last lines of $LOGS/$name.log:"
+    tail -n 5 "$LOGS/$name.log" >&2
     stop_server
     return 1
 }

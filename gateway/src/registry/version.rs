@@ -169,7 +169,9 @@ impl ServedVersion {
             Backend::Remote(remote) => {
                 let started = Instant::now();
                 let rows = inputs.first().and_then(|t| t.shape.first().copied()).unwrap_or(1);
-                let outputs = remote.infer(inputs, deadline, trace).await.map_err(remote_error)?;
+                // Boxed: the call's state (a whole HTTP or gRPC exchange) would otherwise make
+                // every request's future, local ones included, that much larger to move.
+                let outputs = Box::pin(remote.infer(inputs, deadline, trace)).await.map_err(remote_error)?;
                 let outputs = self.in_signature_order(outputs)?;
                 Ok(Completed {
                     outputs,

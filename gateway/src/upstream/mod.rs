@@ -143,6 +143,18 @@ impl Metrics {
     }
 }
 
+/// A call's place under `max_in_flight`, counted in the in-flight gauge until dropped.
+struct InFlight {
+    gauge: Gauge,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.gauge.decrement(1.0);
+    }
+}
+
 /// One remote version: its client, limit and health.
 pub struct Remote {
     pub model: String,
@@ -234,8 +246,8 @@ impl Remote {
     }
 
     /// Runs `inputs` on the remote, within `deadline` (and the remote's own `timeout_ms`):
-    /// beyond `max_in_flight` calls at once it answers `Busy` at once. The call goes on to its
-    /// own end when the caller stops waiting, so the limit always counts what the remote holds.
+    /// beyond `max_in_flight` calls at once it answers `Busy` at once. A caller that stops
+    /// waiting drops the call (and its connection, for HTTP/1.1) and frees its place.
     pub async fn infer(
         self: &Arc<Self>,
         inputs: Arc<Vec<Tensor>>,
@@ -252,12 +264,19 @@ impl Remote {
                 ),
             });
         };
-        self.metrics.in_flight.increment(1.0);
+        let slot = InFlight { gauge: self.metrics.in_flight.clone(), _permit: permit };
+        slot.gauge.increment(1.0);
+        // On the runtime the client lives on (a request): called in place, no hand-off. From
+        // anywhere else (the validation gate's thread, `check-config`): run there and awaited.
+        if Handle::try_current().is_ok_and(|h| h.id() == self.runtime.id()) {
+            let result = self.call(&inputs, deadline, trace).await;
+            drop(slot);
+            return result;
+        }
         let this = self.clone();
         let call = self.runtime.spawn(async move {
             let result = this.call(&inputs, deadline, trace).await;
-            this.metrics.in_flight.decrement(1.0);
-            drop(permit);
+            drop(slot);
             result
         });
         call.await.unwrap_or_else(|e| {
