@@ -36,6 +36,7 @@ fn served(max_batch_size: usize, delay_us: u64) -> Arc<ServedVersion> {
         },
         options: SessionOptions::default(),
         background: false,
+        remote: None,
     };
     Arc::new(ServedVersion::load(MODEL, 1, key).expect("load the version"))
 }
