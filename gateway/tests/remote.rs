@@ -438,3 +438,35 @@ async fn a_remote_candidate_that_starts_failing_is_ejected_and_rolled_back_with_
     assert_eq!(after.header("x-model-version"), Some("1"));
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_validation_gate_runs_a_remote_candidate_on_its_hold_out_set() {
+    let remote = start_remote().await;
+    let dir = scratch("remote-validation");
+    let set = dir.join("set.jsonl");
+    let request = credit_request_seeded(4, 7);
+    let line = serde_json::json!({"inputs": request["inputs"], "expected": [0, 0, 0, 0]});
+    std::fs::write(&set, format!("{line}\n{line}\n")).unwrap();
+    let model = "credit-validated";
+    std::os::unix::fs::symlink(format!("{}/credit-scoring", repo()), dir.join(model)).unwrap();
+    let toml = format!(
+        "[models.{model}]\nrepository = \"{}\"\nrouting = {{ primary = 1, candidates = [{{ version = 5, percent = 10.0 }}] }}\n\
+         [models.{model}.remote]\n5 = {{ url = \"http://{}\", model = \"upstream-credit\", version = \"2\" }}\n\
+         [models.{model}.validation]\ndataset = \"{}\"\noutput = \"label\"\nmin_accuracy = 0.0\n",
+        dir.display(),
+        remote.data,
+        set.display()
+    );
+    // The gate runs at start, on a blocking thread: the remote's calls must work from there.
+    let gw = start(&toml).await;
+    let ready = gw.get(&format!("/v2/models/{model}/ready")).await;
+    assert_eq!(ready.status, 200, "{}", String::from_utf8_lossy(&ready.body));
+    let passed = gw.metric("gateway_validation_runs_total", &[("model", model), ("outcome", "passed")]).await;
+    assert!(passed >= 2.0, "v1 and the remote v5 each ran the set: {passed}");
+    let calls = gw
+        .metric("gateway_upstream_requests_total", &[("model", model), ("version", "5"), ("outcome", "ok")])
+        .await;
+    assert!(calls >= 2.0, "the remote answered both lines of the set: {calls}");
+    gw.stop().await;
+    remote.stop().await;
+}
