@@ -169,7 +169,7 @@ pub fn pick<'h>(
         && !version.available()
         && let Some(primary) = m.primary()
     {
-        route = Route { version: primary.version, role: Role::Primary, reason: RouteReason::Fallback };
+        route = fallback_route(primary);
         version = primary.clone();
     }
     let expected = version.expect();
@@ -243,11 +243,7 @@ impl Inference {
                     self.finish(target, outcome_of(&e));
                     trace.set("gateway.fallback", e.to_string());
                     let Some(primary) = m.primary().cloned() else { return Err(e) };
-                    let route = Route {
-                        version: primary.version,
-                        role: Role::Primary,
-                        reason: RouteReason::Fallback,
-                    };
+                    let route = fallback_route(&primary);
                     let expected = primary.expect();
                     *target = Target { version: primary, route, started: Instant::now() };
                     self.run(target, inputs, deadline, expected, trace).await
@@ -441,6 +437,11 @@ async fn refusal_by_non_primary(
         )),
         Err(_) => ApiError::InputRefused(reason),
     }
+}
+
+/// The primary answering for a remote candidate that was ejected or failed.
+fn fallback_route(primary: &ServedVersion) -> Route {
+    Route { version: primary.version, role: Role::Primary, reason: RouteReason::Fallback }
 }
 
 /// Whether a failed request is retried on the primary: a candidate drawn by the split (never a

@@ -173,50 +173,13 @@ async fn a_remote_shadow_is_mirrored_and_compared() {
     remote.stop().await;
 }
 
-#[tokio::test]
-async fn a_remote_that_cannot_be_reached_or_differs_is_refused_with_the_reason() {
-    // Nothing listens on a port we bound and released.
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+/// The problems `prepare` refuses the front's config with when `remote` is its 10% candidate v5.
+async fn refused(remote: &str) -> String {
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{}",
-        with_paths(&front(
-            "primary = 1\ncandidates = [{ version = 5, percent = 10.0 }]",
-            &format!(
-                "5 = {{ url = \"http://{free}\", model = \"upstream-credit\", connect_timeout_ms = 500 }}"
-            ),
-        ))
+        with_paths(&front("primary = 1\ncandidates = [{ version = 5, percent = 10.0 }]", remote))
     );
     let cfg = gateway::config::from_toml(&text, &Default::default()).unwrap();
-    let snapshot = tokio::task::spawn_blocking(move || {
-        gateway::registry::prepare(
-            std::sync::Arc::new(cfg),
-            None,
-            1,
-            gateway::registry::OnFailure::RefuseAll,
-            &Default::default(),
-        )
-    })
-    .await
-    .unwrap();
-    let problems = snapshot
-        .err()
-        .expect("an unreachable remote refuses the change")
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("\n");
-    assert!(problems.contains(&free.to_string()) && problems.contains("metadata"), "{problems}");
-
-    // A remote candidate whose inputs differ from the primary's is refused with the difference.
-    let remote = start_remote().await;
-    let gw_text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{}",
-        with_paths(&front(
-            "primary = 1\ncandidates = [{ version = 5, percent = 10.0 }]",
-            &format!("5 = {{ url = \"http://{}\", model = \"upstream-slow\" }}", remote.data),
-        ))
-    );
-    let cfg = gateway::config::from_toml(&gw_text, &Default::default()).unwrap();
     let result = tokio::task::spawn_blocking(move || {
         gateway::registry::prepare(
             std::sync::Arc::new(cfg),
@@ -228,13 +191,24 @@ async fn a_remote_that_cannot_be_reached_or_differs_is_refused_with_the_reason()
     })
     .await
     .unwrap();
-    let problems = result
-        .err()
-        .expect("different inputs are refused")
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("\n");
+    let problems = result.err().expect("the change is refused");
+    problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+}
+
+#[tokio::test]
+async fn a_remote_that_cannot_be_reached_or_differs_is_refused_with_the_reason() {
+    // Nothing listens on a port we bound and released.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let problems = refused(&format!(
+        "5 = {{ url = \"http://{free}\", model = \"upstream-credit\", connect_timeout_ms = 500 }}"
+    ))
+    .await;
+    assert!(problems.contains(&free.to_string()) && problems.contains("metadata"), "{problems}");
+
+    // A remote candidate whose inputs differ from the primary's is refused with the difference.
+    let remote = start_remote().await;
+    let problems =
+        refused(&format!("5 = {{ url = \"http://{}\", model = \"upstream-slow\" }}", remote.data)).await;
     assert!(problems.contains("does not accept the primary's"), "{problems}");
     remote.stop().await;
 }

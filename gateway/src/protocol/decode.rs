@@ -131,25 +131,13 @@ pub fn decode_infer(
     signature: &ModelSignature,
     limits: &DecodeLimits,
 ) -> Result<InferRequest, ApiError> {
-    let (json, mut binary_part) = split_body(body, json_length)?;
+    let (json, binary_part) = split_body(body, json_length)?;
     // serde would also take a struct from a JSON array; the protocol says object.
     if json.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
         return Err(ApiError::Malformed("the infer request must be a JSON object".to_string()));
     }
     let raw: RawRequest<'_> = serde_json::from_slice(json).map_err(|e| malformed_json(&e))?;
-    let mut slots = InputSlots::new(signature);
-    for input in &raw.inputs {
-        let checked = slots.check(&input.name, &input.datatype, &input.shape, limits)?;
-        let data = decode_input(input, &checked, &mut binary_part, json.len())?;
-        slots.fill(checked, data)?;
-    }
-    if !binary_part.is_empty() {
-        return Err(ApiError::Malformed(format!(
-            "{} bytes of binary data follow the inputs but no input claims them",
-            binary_part.len()
-        )));
-    }
-    let inputs = slots.finish()?;
+    let inputs = decode_tensors(&raw.inputs, signature, binary_part, json.len(), limits)?;
     let default_binary = raw.parameters.and_then(|p| p.binary_data_output).unwrap_or(false);
     let outputs = choose_outputs(raw.outputs.as_deref(), signature, default_binary)?;
     Ok(InferRequest { id: raw.id.map(Cow::into_owned), inputs, outputs })
@@ -169,7 +157,7 @@ pub fn decode_outputs(
     json_length: Option<usize>,
     limits: &DecodeLimits,
 ) -> Result<Vec<Tensor>, ApiError> {
-    let (json, mut binary_part) = split_body(body, json_length)?;
+    let (json, binary_part) = split_body(body, json_length)?;
     let raw: RawResponse<'_> = serde_json::from_slice(json).map_err(|e| malformed_json(&e))?;
     let specs = raw
         .outputs
@@ -177,11 +165,29 @@ pub fn decode_outputs(
         .map(|o| declared_spec(&o.name, &o.datatype, &o.shape))
         .collect::<Result<_, _>>()?;
     let signature = ModelSignature { inputs: specs, outputs: Vec::new() };
-    let mut slots = InputSlots::new(&signature);
-    for output in &raw.outputs {
-        let checked = slots.check(&output.name, &output.datatype, &output.shape, limits)?;
-        let data = decode_input(output, &checked, &mut binary_part, json.len())?;
+    decode_tensors(&raw.outputs, &signature, binary_part, json.len(), limits)
+}
+
+/// Every tensor of a body (a request's inputs, an answer's outputs) checked against
+/// `signature` and decoded, in the signature's order; all of the binary part must be claimed.
+fn decode_tensors(
+    tensors: &[RawInput<'_>],
+    signature: &ModelSignature,
+    mut binary_part: &[u8],
+    json_len: usize,
+    limits: &DecodeLimits,
+) -> Result<Vec<Tensor>, ApiError> {
+    let mut slots = InputSlots::new(signature);
+    for tensor in tensors {
+        let checked = slots.check(&tensor.name, &tensor.datatype, &tensor.shape, limits)?;
+        let data = decode_input(tensor, &checked, &mut binary_part, json_len)?;
         slots.fill(checked, data)?;
+    }
+    if !binary_part.is_empty() {
+        return Err(ApiError::Malformed(format!(
+            "{} bytes of binary data follow the inputs but no input claims them",
+            binary_part.len()
+        )));
     }
     slots.finish()
 }

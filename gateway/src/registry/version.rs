@@ -84,18 +84,29 @@ impl ServedVersion {
         config: &RemoteConfig,
     ) -> Result<ServedVersion, LoadError> {
         let (remote, signature) = Remote::connect(model, version, config)?;
-        let outputs: Vec<String> = signature.outputs.iter().map(|o| o.name.clone()).collect();
+        let metrics = metrics_for(model, version, &signature);
         tracing::info!(model, version, url = %config.url, remote_model = %config.model, "connected remote version");
-        Ok(ServedVersion {
+        Ok(ServedVersion::assemble(model, version, key, signature, metrics, Backend::Remote(remote)))
+    }
+
+    fn assemble(
+        model: &str,
+        version: u64,
+        key: VersionKey,
+        signature: ModelSignature,
+        metrics: VersionMetrics,
+        backend: Backend,
+    ) -> ServedVersion {
+        ServedVersion {
             model: model.to_string(),
             version,
             key,
             signature,
             loaded_at: SystemTime::now(),
-            metrics: VersionMetrics::with_outputs(model, version, &outputs),
+            metrics,
             verdict: VerdictCell::default(),
-            backend: Backend::Remote(remote),
-        })
+            backend,
+        }
     }
 
     fn load_local(model: &str, version: u64, key: VersionKey) -> Result<ServedVersion, OnnxError> {
@@ -113,8 +124,7 @@ impl ServedVersion {
             .first()
             .map(|s| s.signature().clone())
             .ok_or_else(|| OnnxError::Load { path: key.path.clone(), reason: "no session".to_string() })?;
-        let outputs: Vec<String> = signature.outputs.iter().map(|o| o.name.clone()).collect();
-        let metrics = VersionMetrics::with_outputs(model, version, &outputs);
+        let metrics = metrics_for(model, version, &signature);
         let (queue, receiver) = batching::queue(&key.policy);
         let workers = spawn_workers(
             &format!("{model}-v{version}"),
@@ -132,16 +142,14 @@ impl ServedVersion {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "loaded model version"
         );
-        Ok(ServedVersion {
-            model: model.to_string(),
+        Ok(ServedVersion::assemble(
+            model,
             version,
             key,
             signature,
-            loaded_at: SystemTime::now(),
             metrics,
-            verdict: VerdictCell::default(),
-            backend: Backend::Local { queue, workers },
-        })
+            Backend::Local { queue, workers },
+        ))
     }
 
     /// Runs validated inputs (in signature order) through this version's queue. `expected` is
@@ -252,6 +260,12 @@ impl ServedVersion {
             Backend::Remote(_) => 0,
         }
     }
+}
+
+/// A version's metric handles, with a comparison series per output.
+fn metrics_for(model: &str, version: u64, signature: &ModelSignature) -> VersionMetrics {
+    let outputs: Vec<String> = signature.outputs.iter().map(|o| o.name.clone()).collect();
+    VersionMetrics::with_outputs(model, version, &outputs)
 }
 
 fn remote_error(e: RemoteError) -> InferError {

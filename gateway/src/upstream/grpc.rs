@@ -5,11 +5,12 @@
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
-use super::{CallError, ChildSpanHeaders, Failure};
+use super::{CallError, ChildSpanHeaders, Failure, metadata_signature};
 use crate::config::RemoteConfig;
 use crate::grpc::convert::decode_response;
 use crate::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
 use crate::grpc::proto::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
+use crate::grpc::proto::model_metadata_response::TensorMetadata;
 use crate::grpc::proto::{ModelInferRequest, ModelMetadataRequest, ModelReadyRequest};
 use crate::protocol::binary;
 use crate::tensor::{ModelSignature, Tensor};
@@ -89,12 +90,8 @@ impl GrpcClient {
         let request = ModelMetadataRequest { name: self.model.clone(), version: self.version.clone() };
         let doc =
             self.client.clone().model_metadata(request).await.map_err(|s| status_error(&s))?.into_inner();
-        let specs = |list: Vec<crate::grpc::proto::model_metadata_response::TensorMetadata>| {
-            list.into_iter()
-                .map(|t| super::http::spec(&t.name, &t.datatype, t.shape))
-                .collect::<Result<Vec<_>, _>>()
-        };
-        Ok(ModelSignature { inputs: specs(doc.inputs)?, outputs: specs(doc.outputs)? })
+        let parts = |t: TensorMetadata| (t.name, t.datatype, t.shape);
+        metadata_signature(doc.inputs.into_iter().map(parts), doc.outputs.into_iter().map(parts))
     }
 
     pub async fn ready(&self) -> Result<(), CallError> {

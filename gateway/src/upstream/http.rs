@@ -12,10 +12,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
-use super::{CallError, ChildSpanHeaders, http_failure};
+use super::{CallError, ChildSpanHeaders, http_failure, metadata_signature};
 use crate::config::RemoteConfig;
 use crate::protocol::{DecodeLimits, decode_outputs, encode_binary_request};
-use crate::tensor::{DataType, ModelSignature, Tensor, TensorSpec};
+use crate::tensor::{ModelSignature, Tensor};
 
 /// The largest answer read from a remote (a misbehaving one cannot exhaust memory).
 pub(super) const MAX_ANSWER_BYTES: usize = 512 << 20;
@@ -90,10 +90,8 @@ impl HttpClient {
         let body = self.get(&self.metadata_uri).await?;
         let doc: Metadata = serde_json::from_slice(&body)
             .map_err(|e| CallError::Malformed(format!("model metadata is not V2 metadata: {e}")))?;
-        let specs = |list: Vec<MetadataTensor>| {
-            list.into_iter().map(|t| spec(&t.name, &t.datatype, t.shape)).collect::<Result<Vec<_>, _>>()
-        };
-        Ok(ModelSignature { inputs: specs(doc.inputs)?, outputs: specs(doc.outputs)? })
+        let parts = |t: MetadataTensor| (t.name, t.datatype, t.shape);
+        metadata_signature(doc.inputs.into_iter().map(parts), doc.outputs.into_iter().map(parts))
     }
 
     /// The model's ready endpoint: 200 or an error.
@@ -124,17 +122,6 @@ struct MetadataTensor {
     name: String,
     datatype: String,
     shape: Vec<i64>,
-}
-
-/// A tensor of the remote's metadata (`-1`: a dynamic dimension).
-pub(super) fn spec(name: &str, datatype: &str, shape: Vec<i64>) -> Result<TensorSpec, CallError> {
-    let datatype = DataType::parse(datatype).ok_or_else(|| {
-        CallError::Malformed(format!("tensor '{name}' has an unknown datatype {datatype:?}"))
-    })?;
-    if shape.iter().any(|&d| d < -1) {
-        return Err(CallError::Malformed(format!("tensor '{name}' has an invalid shape {shape:?}")));
-    }
-    Ok(TensorSpec::new(name, datatype, shape))
 }
 
 async fn read(body: hyper::body::Incoming) -> Result<Bytes, CallError> {

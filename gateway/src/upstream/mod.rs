@@ -22,7 +22,7 @@ use tokio::sync::Semaphore;
 pub use health::Health;
 
 use crate::config::{RemoteConfig, RemoteProtocol};
-use crate::tensor::{ModelSignature, Tensor};
+use crate::tensor::{DataType, ModelSignature, Tensor, TensorSpec};
 use crate::trace::{JobTrace, Kind};
 
 /// How a call to the remote went wrong, as the gateway answers it.
@@ -176,7 +176,6 @@ impl Drop for Remote {
         if let Some(checks) = &self.checks {
             checks.abort();
         }
-        self.metrics.in_flight.set(0.0);
     }
 }
 
@@ -321,7 +320,7 @@ impl Remote {
     /// `Err(None)`: it ran out of time.
     fn account(&self, result: Result<Vec<Tensor>, Option<CallError>>, until: Instant) -> CallResult {
         // Clients see the version, not the remote's address (`/admin/models` and the logs have it).
-        let who = format!("remote version {} of model '{}'", self.version, self.model);
+        let who = || format!("remote version {} of model '{}'", self.version, self.model);
         let (failure, reason) = match result {
             Ok(outputs) => {
                 self.metrics.ok.increment(1);
@@ -331,28 +330,34 @@ impl Remote {
             Err(Some(CallError::Refused { status, message })) => {
                 self.metrics.client_error.increment(1);
                 self.health.succeeded();
-                return Err(RemoteError::Refused(format!("{who} refused the inputs ({status}): {message}")));
+                return Err(RemoteError::Refused(format!(
+                    "{} refused the inputs ({status}): {message}",
+                    who()
+                )));
             }
             Err(None) => {
                 self.metrics.timeout.increment(1);
                 let waited = until.saturating_duration_since(Instant::now());
-                (Failure::TimedOut, format!("{who} did not answer in time ({} ms left)", waited.as_millis()))
+                (
+                    Failure::TimedOut,
+                    format!("{} did not answer in time ({} ms left)", who(), waited.as_millis()),
+                )
             }
             Err(Some(e @ CallError::Connect(_))) => {
                 self.metrics.connect_error.increment(1);
-                (Failure::Unreachable, format!("{who}: {e}"))
+                (Failure::Unreachable, format!("{}: {e}", who()))
             }
             Err(Some(e @ CallError::Transport(_))) => {
                 self.metrics.server_error.increment(1);
-                (Failure::Unreachable, format!("{who}: {e}"))
+                (Failure::Unreachable, format!("{}: {e}", who()))
             }
             Err(Some(e @ CallError::Malformed(_))) => {
                 self.metrics.server_error.increment(1);
-                (Failure::Failed, format!("{who}: {e}"))
+                (Failure::Failed, format!("{}: {e}", who()))
             }
             Err(Some(CallError::Status { status, failure, message })) => {
                 self.metrics.server_error.increment(1);
-                (failure, format!("{who} answered {status}: {message}"))
+                (failure, format!("{} answered {status}: {message}", who()))
             }
         };
         self.health.failed(&reason);
@@ -388,6 +393,27 @@ fn runtime() -> Result<Handle, String> {
             .map_err(|e| format!("cannot start a runtime for remote calls: {e}"))
     });
     own.as_ref().map(|r| r.handle().clone()).map_err(Clone::clone)
+}
+
+/// A signature from the remote's metadata (name, datatype, shape per tensor; `-1`: a dynamic
+/// dimension), whichever wire it came over.
+fn metadata_signature(
+    inputs: impl Iterator<Item = (String, String, Vec<i64>)>,
+    outputs: impl Iterator<Item = (String, String, Vec<i64>)>,
+) -> Result<ModelSignature, CallError> {
+    let spec = |(name, datatype, shape): (String, String, Vec<i64>)| {
+        let datatype = DataType::parse(&datatype).ok_or_else(|| {
+            CallError::Malformed(format!("tensor '{name}' has an unknown datatype {datatype:?}"))
+        })?;
+        if shape.iter().any(|&d| d < -1) {
+            return Err(CallError::Malformed(format!("tensor '{name}' has an invalid shape {shape:?}")));
+        }
+        Ok(TensorSpec::new(name, datatype, shape))
+    };
+    Ok(ModelSignature {
+        inputs: inputs.map(spec).collect::<Result<_, _>>()?,
+        outputs: outputs.map(spec).collect::<Result<_, _>>()?,
+    })
 }
 
 /// How an HTTP status the remote answered is taken.
