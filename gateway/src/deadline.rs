@@ -30,7 +30,12 @@ pub struct Missed(Deadline);
 impl Deadline {
     /// `timeout` from now: the server's `request_timeout_ms`.
     pub fn after(timeout: Duration) -> Deadline {
-        Deadline { at: Instant::now() + timeout, set_by: SetBy::Server(timeout) }
+        Deadline::after_from(Instant::now(), timeout)
+    }
+
+    /// `timeout` from `now`, a clock reading the caller already took.
+    pub fn after_from(now: Instant, timeout: Duration) -> Deadline {
+        Deadline { at: now + timeout, set_by: SetBy::Server(timeout) }
     }
 
     /// The sooner of this deadline and the client's own (`None`: the client set none).

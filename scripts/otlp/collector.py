@@ -10,6 +10,11 @@ of stdout, and then:
                     N instead (a collector that refuses).
   GET /received     every kept body, as a JSON array, oldest first.
   GET /spans        every kept span, flattened: each span object with "serviceName" added.
+  GET /count        {"bodies": N, "spans": M}: how many were accepted (also with --count-only).
+
+With --count-only the bodies are parsed and counted but not kept, so a benchmark's collector
+neither grows nor slows down (a growing heap makes Python's garbage collector walk it all) over
+a long run.
 
 The gateway's tests (gateway/tests/tracing.rs) start it, read what arrived, and stop it by PID.
 """
@@ -21,6 +26,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 RECEIVED = []
+COUNT = {"bodies": 0, "spans": 0}
 LOCK = threading.Lock()
 
 
@@ -40,6 +46,7 @@ def spans_of(body):
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     status = 200
+    keep = True
 
     def log_message(self, *_):
         pass
@@ -66,8 +73,12 @@ class Handler(BaseHTTPRequestHandler):
             body = json.loads(raw)
         except ValueError as e:
             return self.answer(400, {"error": str(e)})
+        spans = len(spans_of(body))
         with LOCK:
-            RECEIVED.append(body)
+            COUNT["bodies"] += 1
+            COUNT["spans"] += spans
+            if Handler.keep:
+                RECEIVED.append(body)
         self.answer(200, {})
 
     def do_GET(self):
@@ -75,6 +86,9 @@ class Handler(BaseHTTPRequestHandler):
             bodies = list(RECEIVED)
         if self.path == "/received":
             return self.answer(200, bodies)
+        if self.path == "/count":
+            with LOCK:
+                return self.answer(200, dict(COUNT))
         if self.path == "/spans":
             return self.answer(200, [s for b in bodies for s in spans_of(b)])
         self.answer(404, {"error": f"no route {self.path}"})
@@ -84,8 +98,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--status", type=int, default=200, help="answer every POST with this status")
+    parser.add_argument("--count-only", action="store_true", help="count what arrives, keep nothing")
     args = parser.parse_args()
     Handler.status = args.status
+    Handler.keep = not args.count_only
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.daemon_threads = True
     print(server.server_address[1], flush=True)

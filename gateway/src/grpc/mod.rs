@@ -29,7 +29,6 @@ pub use convert::{decode_request, encode_response};
 pub use service::{GrpcPlane, InferenceService};
 
 use crate::admission::{Admission, Admitted};
-use crate::deadline::Deadline;
 use crate::http::{ConnectionLimits, ConnectionSlots, Tls};
 use crate::protocol::ApiError;
 use crate::telemetry::{self, Outcome};
@@ -147,10 +146,9 @@ impl<S> Front<S> {
         let stream = req.uri().path() == STREAM_PATH;
         Box::pin(
             async move {
-                let deadline = Deadline::after(door.request_timeout());
                 let pass = {
                     let headers = req.headers();
-                    door.admit(|h| headers.get(h).map(|v| v.as_bytes()), &deadline).await
+                    door.admit(|h| headers.get(h).map(|v| v.as_bytes())).await
                 };
                 let pass = match pass {
                     Ok(p) => p,

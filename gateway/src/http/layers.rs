@@ -16,7 +16,6 @@ use tower_http::request_id::{MakeRequestId, RequestId};
 
 use super::response::{HttpResponse, error};
 use crate::admission::Admission;
-use crate::deadline::Deadline;
 use crate::tenants::{self, FrontDoor};
 
 /// Request ids for requests that bring none: a per-process random prefix and a counter.
@@ -127,10 +126,9 @@ impl<S> AdmissionService<S> {
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let (state, door) = (self.state.clone(), self.door.clone());
         Box::pin(async move {
-            let timeout = door.request_timeout();
             let pass = {
                 let headers = req.headers();
-                door.admit(|h| headers.get(h).map(HeaderValue::as_bytes), &Deadline::after(timeout)).await
+                door.admit(|h| headers.get(h).map(HeaderValue::as_bytes)).await
             };
             let pass = match pass {
                 Ok(p) => p,

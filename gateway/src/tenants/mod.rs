@@ -174,7 +174,37 @@ impl Drop for Slot {
 /// The tenants in force, built from one config.
 struct Table {
     config: Option<Arc<GatewayConfig>>,
-    by_key: HashMap<[u8; 32], Arc<Tenant>>,
+    by_key: HashMap<[u8; 32], Arc<Tenant>, DigestHash>,
+}
+
+/// The table's keys are SHA-256 digests, already spread evenly, so their hash is the digest's
+/// first eight bytes rather than a second hash of a hash on every request. No caller can pick
+/// digests that collide (that would take SHA-256 preimages), so there is no flooding to guard
+/// against.
+#[derive(Default, Clone, Copy)]
+struct DigestHash;
+
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl std::hash::BuildHasher for DigestHash {
+    type Hasher = DigestHasher;
+    fn build_hasher(&self) -> DigestHasher {
+        DigestHasher(0)
+    }
+}
+
+impl std::hash::Hasher for DigestHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut word = [0u8; 8];
+        let n = bytes.len().min(8);
+        word[..n].copy_from_slice(&bytes[..n]);
+        self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 pub struct FrontDoor {
@@ -192,7 +222,7 @@ impl FrontDoor {
     pub fn new(registry: Arc<Registry>) -> Arc<FrontDoor> {
         let door = FrontDoor {
             registry,
-            table: ArcSwap::from_pointee(Table { config: None, by_key: HashMap::new() }),
+            table: ArcSwap::from_pointee(Table { config: None, by_key: HashMap::default() }),
             rebuilding: Mutex::new(()),
             priority: PriorityGate::default(),
             no_key: telemetry::tenant_requests("none", "unauthenticated"),
@@ -219,11 +249,6 @@ impl FrontDoor {
         table.by_key.values().filter(|t| t.config.rps.is_some()).cloned().collect()
     }
 
-    /// `server.request_timeout`: how long a batch request may wait for its lane.
-    pub fn request_timeout(&self) -> std::time::Duration {
-        self.registry.snapshot().config.server.request_timeout
-    }
-
     /// Whether the data plane is open (no `[auth]`): the front ends then skip `admit`.
     pub fn is_open(&self) -> bool {
         self.registry.snapshot().config.auth.is_none()
@@ -231,25 +256,27 @@ impl FrontDoor {
 
     /// Lets a request in, or says why not: 401 without a known key, 429 over the tenant's rate
     /// or concurrency (with `Retry-After`); a `batch` tenant waits (within `deadline`) while
-    /// `online` traffic is being served. `header` looks up a request header or gRPC metadata
-    /// entry by lower-case name. Without `[auth]`: everyone, as before.
-    pub async fn admit<'h>(
-        &self,
-        header: impl Fn(&str) -> Option<&'h [u8]>,
-        deadline: &Deadline,
-    ) -> Result<Pass, ApiError> {
+    /// `online` traffic is being served (within `server.request_timeout`). `header` looks up a
+    /// request header or gRPC metadata entry by lower-case name. Without `[auth]`: everyone,
+    /// as before.
+    pub async fn admit<'h>(&self, header: impl Fn(&str) -> Option<&'h [u8]>) -> Result<Pass, ApiError> {
         let snapshot = self.registry.snapshot();
         if snapshot.config.auth.is_none() {
             return Ok(Pass { caller: None, _slot: None, _permit: None });
         }
+        // One clock reading for the rate bucket, the priority window and a batch wait.
+        let now = Instant::now();
         let tenant = self.authenticate(&snapshot, header)?;
-        let slot = self.take_place(&tenant)?;
+        let slot = self.take_place(&tenant, now)?;
         let permit = match tenant.config.priority {
             Priority::Online => {
-                self.priority.online_seen();
+                self.priority.online_seen(now);
                 None
             }
-            Priority::Batch => self.priority.enter_batch(deadline).await?,
+            Priority::Batch => {
+                let deadline = Deadline::after_from(now, snapshot.config.server.request_timeout);
+                self.priority.enter_batch(&deadline).await?
+            }
         };
         tenant.admitted.increment(1);
         Ok(Pass { caller: Some(Caller(tenant)), _slot: Some(slot), _permit: permit })
@@ -278,7 +305,7 @@ impl FrontDoor {
     }
 
     /// The tenant's concurrency place, then a token from its rate bucket.
-    fn take_place(&self, tenant: &Arc<Tenant>) -> Result<Slot, ApiError> {
+    fn take_place(&self, tenant: &Arc<Tenant>, now: Instant) -> Result<Slot, ApiError> {
         let max = tenant.config.max_in_flight.unwrap_or(usize::MAX);
         if tenant.in_flight.fetch_add(1, Ordering::AcqRel) >= max {
             tenant.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -293,7 +320,7 @@ impl FrontDoor {
             if self.shared.load(Ordering::Relaxed) {
                 tenant.demand.fetch_add(1, Ordering::Relaxed);
             }
-            let waited = bucket.lock().map(|mut b| b.take(Instant::now())).unwrap_or(Ok(()));
+            let waited = bucket.lock().map(|mut b| b.take(now)).unwrap_or(Ok(()));
             if let Err(wait) = waited {
                 tenant.rate_limited.increment(1);
                 return Err(ApiError::TooManyRequests {
@@ -370,5 +397,19 @@ mod tests {
         assert_eq!(api_key(&h(&[("authorization", "Basic abc")])), None);
         assert_eq!(api_key(&h(&[("authorization", "Bearer ")])), None);
         assert_eq!(api_key(&h(&[])), None);
+    }
+
+    #[test]
+    fn the_table_finds_every_digest_and_only_those() {
+        let digest = |i: u32| -> [u8; 32] { sha2::Sha256::digest(i.to_le_bytes()).into() };
+        let table: HashMap<[u8; 32], u32, DigestHash> = (0..1000).map(|i| (digest(i), i)).collect();
+        for i in 0..1000 {
+            assert_eq!(table.get(&digest(i)), Some(&i));
+        }
+        assert_eq!(table.get(&digest(1000)), None);
+        // A digest that shares the first eight bytes still has to match whole.
+        let mut near = digest(7);
+        near[31] ^= 1;
+        assert_eq!(table.get(&near), None);
     }
 }

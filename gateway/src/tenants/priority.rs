@@ -43,13 +43,13 @@ impl Default for PriorityGate {
 }
 
 impl PriorityGate {
-    fn now_us(&self) -> u64 {
-        self.origin.elapsed().as_micros() as u64
+    fn us_at(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.origin).as_micros() as u64
     }
 
-    /// An online request arrived: the lane narrows for `ONLINE_WINDOW`.
-    pub fn online_seen(&self) {
-        let until = self.now_us() + ONLINE_WINDOW.as_micros() as u64;
+    /// An online request arrived (`now`): the lane narrows for `ONLINE_WINDOW`.
+    pub fn online_seen(&self, now: Instant) {
+        let until = self.us_at(now) + ONLINE_WINDOW.as_micros() as u64;
         // Written only when it moves forward enough to matter: keeps the line mostly read-only.
         if until > self.online_until_us.load(Ordering::Relaxed) + 1000 {
             self.online_until_us.store(until, Ordering::Relaxed);
@@ -57,7 +57,7 @@ impl PriorityGate {
     }
 
     pub fn online_present(&self) -> bool {
-        self.now_us() < self.online_until_us.load(Ordering::Relaxed)
+        self.us_at(Instant::now()) < self.online_until_us.load(Ordering::Relaxed)
     }
 
     /// A batch request's way in: nothing to hold without online traffic; otherwise a place in
@@ -91,7 +91,7 @@ mod tests {
         for _ in 0..10 {
             assert!(gate.enter_batch(&far).await.unwrap().is_none());
         }
-        gate.online_seen();
+        gate.online_seen(Instant::now());
         assert!(gate.online_present());
         let mut held = Vec::new();
         for _ in 0..BATCH_LANE {
