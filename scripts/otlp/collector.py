@@ -84,11 +84,11 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         with LOCK:
             bodies = list(RECEIVED)
+            count = dict(COUNT)
         if self.path == "/received":
             return self.answer(200, bodies)
         if self.path == "/count":
-            with LOCK:
-                return self.answer(200, dict(COUNT))
+            return self.answer(200, count)
         if self.path == "/spans":
             return self.answer(200, [s for b in bodies for s in spans_of(b)])
         self.answer(404, {"error": f"no route {self.path}"})

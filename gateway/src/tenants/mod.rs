@@ -181,18 +181,10 @@ struct Table {
 /// first eight bytes rather than a second hash of a hash on every request. No caller can pick
 /// digests that collide (that would take SHA-256 preimages), so there is no flooding to guard
 /// against.
-#[derive(Default, Clone, Copy)]
-struct DigestHash;
+type DigestHash = std::hash::BuildHasherDefault<DigestHasher>;
 
 #[derive(Default)]
 struct DigestHasher(u64);
-
-impl std::hash::BuildHasher for DigestHash {
-    type Hasher = DigestHasher;
-    fn build_hasher(&self) -> DigestHasher {
-        DigestHasher(0)
-    }
-}
 
 impl std::hash::Hasher for DigestHasher {
     fn write(&mut self, bytes: &[u8]) {
