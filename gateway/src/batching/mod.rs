@@ -58,9 +58,6 @@ pub struct BatchPolicy {
 /// Runs a model on inputs in its signature's order.
 pub trait Runner {
     fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunError>;
-
-    /// Told how long each run took, after it (a worker's CPU priority follows its runs).
-    fn after_run(&mut self, _took: Duration) {}
 }
 
 /// Why a run failed, as the runtime classified it (kept typed across the worker boundary, so
@@ -394,7 +391,6 @@ fn timed_run(
     let result = catch_unwind(AssertUnwindSafe(|| runner.run(inputs)))
         .unwrap_or_else(|_| Err(RunError::Failed("the model runtime panicked".to_string())));
     let elapsed = started.elapsed();
-    runner.after_run(elapsed);
     metrics.inference.record(elapsed.as_secs_f64());
     metrics.batch_size.record(rows as f64);
     metrics.stats.record_run(rows, elapsed);

@@ -4,7 +4,6 @@
 //! Knows nothing of HTTP or routing. `worker` connects sessions to a version's queue; the
 //! queue and batch forming belong to `batching`.
 
-mod priority;
 mod proto;
 mod providers;
 mod runtime;

@@ -2,33 +2,18 @@
 //! `batching` loop on the version's queue until the queue closes.
 
 use std::thread::JoinHandle;
-use std::time::Duration;
 
-use super::priority::{self, Courtesy};
 use super::{OnnxError, OnnxSession};
 use crate::batching::{self, BatchPolicy, QueueReceiver, RunError, Runner};
 use crate::telemetry::VersionMetrics;
 use crate::tensor::Tensor;
 
-/// A worker thread's session, and its CPU priority (`priority`) where it serves live traffic.
-struct Worker {
-    session: OnnxSession,
-    /// `None` for a shadow-only version's threads: they stay in the idle class.
-    courtesy: Option<Courtesy>,
-}
-
-impl Runner for Worker {
+impl Runner for OnnxSession {
     fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunError> {
-        self.session.run(inputs).map_err(|e| match e {
+        OnnxSession::run(self, inputs).map_err(|e| match e {
             OnnxError::Input { reason } | OnnxError::Refused { reason } => RunError::Refused(reason),
             other => RunError::Failed(other.to_string()),
         })
-    }
-
-    fn after_run(&mut self, took: Duration) {
-        if let Some(courtesy) = &mut self.courtesy {
-            courtesy.after_run(took);
-        }
     }
 }
 
@@ -47,7 +32,7 @@ pub fn spawn_workers(
     metrics: &VersionMetrics,
 ) -> Result<WorkerPool, OnnxError> {
     let mut threads = Vec::with_capacity(sessions.len());
-    for (i, session) in sessions.into_iter().enumerate() {
+    for (i, mut session) in sessions.into_iter().enumerate() {
         let receiver = receiver.clone();
         let metrics = metrics.clone();
         let batchable = session.signature().is_batchable();
@@ -55,15 +40,28 @@ pub fn spawn_workers(
             .name(format!("ort-{label}-{i}"))
             .spawn(move || {
                 if background {
-                    priority::idle_class();
+                    lower_priority();
                 }
-                let mut worker = Worker { session, courtesy: (!background).then(Courtesy::default) };
-                batching::serve(receiver, &mut worker, policy, batchable, &metrics)
+                batching::serve(receiver, &mut session, policy, batchable, &metrics)
             })
             .map_err(|e| OnnxError::Run { reason: format!("cannot start a worker thread: {e}") })?;
         threads.push(thread);
     }
     Ok(WorkerPool { threads })
+}
+
+/// Moves the calling thread to the idle scheduling class (Linux `SCHED_IDLE`): it runs only on
+/// CPU time nothing else wants. ONNX Runtime runs a session with one intra-op thread on the
+/// calling thread, so with `intra_op_threads = 1` the whole model run is covered.
+fn lower_priority() {
+    use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
+    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+    let native = thread_priority::thread_native_id();
+    if let Err(e) = thread_priority::set_thread_priority_and_policy(native, ThreadPriority::Min, idle) {
+        tracing::warn!(
+            "could not lower a shadow worker's CPU priority ({e:?}); it competes with live traffic"
+        );
+    }
 }
 
 impl WorkerPool {
