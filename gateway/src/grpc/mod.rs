@@ -32,7 +32,7 @@ use crate::admission::{Admission, Admitted};
 use crate::http::{ConnectionLimits, ConnectionSlots, Tls};
 use crate::protocol::ApiError;
 use crate::telemetry::{self, Outcome};
-use crate::tenants::{self, FrontDoor};
+use crate::tenants::{Entry, FrontDoor, Pass, Waiting};
 
 /// The messages, the server trait and the client, generated from `proto/inference.proto` by
 /// `build.rs`.
@@ -96,25 +96,34 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if !self.door.is_open() && !tenants::open_path(req.uri().path()) {
-            return self.call_as_tenant(req);
-        }
-        let span = tracing::debug_span!("grpc", method = %req.uri().path());
-        let admitted: Option<Admitted> = if req.uri().path() == STREAM_PATH {
-            None
-        } else {
-            match self.admission.admit() {
-                Ok(a) => Some(a),
-                Err(e) => return Box::pin(async move { Ok(status::of(&e).into_http()) }),
-            }
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let entry = {
+            let headers = req.headers();
+            self.door.enter(req.uri().path(), |h| headers.get(h).map(|v| v.as_bytes()))
         };
+        let pass = match entry {
+            Ok(Entry::Open) => None,
+            Ok(Entry::Admitted(pass)) => Some(pass),
+            Ok(Entry::Waiting(waiting)) => return self.call_after_waiting(req, waiting),
+            Err(e) => return Box::pin(async move { Ok(status::of(&e).into_http()) }),
+        };
+        let span = tracing::debug_span!("grpc", method = %req.uri().path());
+        let admitted = match admit_call(&self.admission, req.uri().path(), pass.as_ref()) {
+            Ok(a) => a,
+            Err(e) => return Box::pin(async move { Ok(status::of(&e).into_http()) }),
+        };
+        if let Some(pass) = &pass {
+            req.extensions_mut().insert(pass.caller.clone());
+        }
         let fut = self.inner.call(req);
         let limit = self.limit;
         Box::pin(
             async move {
                 let response = fut.await?;
-                drop(admitted);
+                if let Some(pass) = &pass {
+                    pass.finish(grpc_outcome(&response));
+                }
+                drop((admitted, pass));
                 Ok(too_large_in_our_words(response, limit))
             }
             .instrument(span),
@@ -123,13 +132,14 @@ where
 }
 
 impl<S> Front<S> {
-    /// With `[auth]`: the tenant's front door (its metadata carries the key), then admission as
-    /// for everyone; the tenant rides in the request's extensions (tonic hands them to the
-    /// RPCs), and the call's result is counted under it. A ModelStreamInfer call is one request
-    /// to the front door.
-    fn call_as_tenant<B>(
+    /// A batch tenant's call while online traffic is served: its place in the lane first, then
+    /// as any admitted call. The tenant rides in the request's extensions (tonic hands them to
+    /// the RPCs), and the call's result is counted under it. A ModelStreamInfer call is one
+    /// request to the front door.
+    fn call_after_waiting<B>(
         &mut self,
         mut req: http::Request<B>,
+        waiting: Waiting,
     ) -> Pin<Box<dyn Future<Output = Result<GrpcResponse, Infallible>> + Send>>
     where
         S: tower::Service<http::Request<B>, Response = GrpcResponse, Error = Infallible>
@@ -143,28 +153,17 @@ impl<S> Front<S> {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let (admission, door, limit) = (self.admission.clone(), self.door.clone(), self.limit);
-        let stream = req.uri().path() == STREAM_PATH;
         Box::pin(
             async move {
-                let pass = {
-                    let headers = req.headers();
-                    door.admit(|h| headers.get(h).map(|v| v.as_bytes())).await
-                };
-                let pass = match pass {
+                let pass = match door.wait(waiting).await {
                     Ok(p) => p,
                     Err(e) => return Ok(status::of(&e).into_http()),
                 };
-                let admitted = if stream { None } else { Some(admission.admit()) };
-                let admitted = match admitted.transpose() {
+                let admitted = match admit_call(&admission, req.uri().path(), Some(&pass)) {
                     Ok(a) => a,
-                    Err(e) => {
-                        pass.finish(Outcome::Rejected);
-                        return Ok(status::of(&e).into_http());
-                    }
+                    Err(e) => return Ok(status::of(&e).into_http()),
                 };
-                if let Some(caller) = &pass.caller {
-                    req.extensions_mut().insert(caller.clone());
-                }
+                req.extensions_mut().insert(pass.caller.clone());
                 let response = inner.call(req).await?;
                 pass.finish(grpc_outcome(&response));
                 drop((admitted, pass));
@@ -173,6 +172,19 @@ impl<S> Front<S> {
             .instrument(span),
         )
     }
+}
+
+/// A place in the server's in-flight limit, or the answer refusing it (counted under the
+/// tenant). A ModelStreamInfer call takes none here: each of its messages takes its own.
+fn admit_call(admission: &Admission, path: &str, pass: Option<&Pass>) -> Result<Option<Admitted>, ApiError> {
+    if path == STREAM_PATH {
+        return Ok(None);
+    }
+    admission.admit().map(Some).inspect_err(|_| {
+        if let Some(pass) = pass {
+            pass.finish(Outcome::Rejected);
+        }
+    })
 }
 
 /// A call's result from its `grpc-status` header: our RPCs' errors are trailers-only responses

@@ -16,7 +16,8 @@ use tower_http::request_id::{MakeRequestId, RequestId};
 
 use super::response::{HttpResponse, error};
 use crate::admission::Admission;
-use crate::tenants::{self, FrontDoor};
+use crate::telemetry::Outcome;
+use crate::tenants::{self, Entry, FrontDoor, Waiting};
 
 /// Request ids for requests that bring none: a per-process random prefix and a counter.
 #[derive(Clone)]
@@ -92,27 +93,48 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        if !self.door.is_open() && !tenants::open_path(req.uri().path()) {
-            return self.call_as_tenant(req);
-        }
-        let admitted = match self.state.admit() {
-            Ok(a) => a,
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let entry = {
+            let headers = req.headers();
+            self.door.enter(req.uri().path(), |h| headers.get(h).map(HeaderValue::as_bytes))
+        };
+        let pass = match entry {
+            Ok(Entry::Open) => None,
+            Ok(Entry::Admitted(pass)) => Some(pass),
+            Ok(Entry::Waiting(waiting)) => return self.call_after_waiting(req, waiting),
             Err(e) => return Box::pin(async move { Ok(error(&e)) }),
         };
-        let fut = self.inner.call(req);
+        let admitted = match self.state.admit() {
+            Ok(a) => a,
+            Err(e) => {
+                if let Some(pass) = &pass {
+                    pass.finish(Outcome::Rejected);
+                }
+                return Box::pin(async move { Ok(error(&e)) });
+            }
+        };
+        if let Some(pass) = &pass {
+            req.extensions_mut().insert(pass.caller.clone());
+        }
+        // The handler's future is made inside the box rather than made here and moved in: it
+        // is kilobytes, and every move copies it whole (memmove in the profiles).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let response = fut.await;
-            drop(admitted);
+            let response = inner.call(req).await;
+            if let (Some(pass), Ok(r)) = (&pass, &response) {
+                pass.finish(tenants::outcome_of_status(r.status()));
+            }
+            drop((admitted, pass));
             response
         })
     }
 }
 
 impl<S> AdmissionService<S> {
-    /// With `[auth]`: the front door first (a refused caller never takes an in-flight place),
-    /// then the in-flight limit; the result is counted under the tenant.
-    fn call_as_tenant<B>(&mut self, mut req: Request<B>) -> BoxFuture
+    /// A batch tenant's request while online traffic is served: its place in the lane first
+    /// (a refused caller never takes an in-flight place), then as any admitted request.
+    fn call_after_waiting<B>(&mut self, mut req: Request<B>, waiting: Waiting) -> BoxFuture
     where
         S: Service<Request<B>, Response = HttpResponse, Error = std::convert::Infallible>
             + Clone
@@ -126,24 +148,18 @@ impl<S> AdmissionService<S> {
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let (state, door) = (self.state.clone(), self.door.clone());
         Box::pin(async move {
-            let pass = {
-                let headers = req.headers();
-                door.admit(|h| headers.get(h).map(HeaderValue::as_bytes)).await
-            };
-            let pass = match pass {
+            let pass = match door.wait(waiting).await {
                 Ok(p) => p,
                 Err(e) => return Ok(error(&e)),
             };
             let admitted = match state.admit() {
                 Ok(a) => a,
                 Err(e) => {
-                    pass.finish(crate::telemetry::Outcome::Rejected);
+                    pass.finish(Outcome::Rejected);
                     return Ok(error(&e));
                 }
             };
-            if let Some(caller) = &pass.caller {
-                req.extensions_mut().insert(caller.clone());
-            }
+            req.extensions_mut().insert(pass.caller.clone());
             let response = inner.call(req).await;
             if let Ok(r) = &response {
                 pass.finish(tenants::outcome_of_status(r.status()));

@@ -1,7 +1,7 @@
 //! The front door for many teams (`[auth]`): who is calling (a tenant's API key), what it may
 //! call (its models, whether it may pin), how much (its rate and concurrency quotas) and who
 //! yields under load (`batch` before `online`). Both front ends pass every data-plane request
-//! through `FrontDoor::admit` before it takes a place in the server's in-flight limit, so a
+//! through `FrontDoor::enter` before it takes a place in the server's in-flight limit, so a
 //! refused caller costs a hash and a map look-up, never a model's time.
 //!
 //! Keys: `Authorization: Bearer <key>` or `x-api-key: <key>` (the same names in gRPC metadata).
@@ -134,20 +134,40 @@ impl Caller {
     }
 }
 
-/// What `admit` let in; dropping it frees the tenant's place and any priority permit.
+/// What the front door decided for one request.
+pub enum Entry {
+    /// No `[auth]`, or a path open without a key: served as without tenants.
+    Open,
+    /// Let in as a tenant.
+    Admitted(Pass),
+    /// A `batch` tenant's request, to wait for its place (`FrontDoor::wait`).
+    Waiting(Waiting),
+}
+
+/// A batch request that holds its tenant's place and waits for the lane.
+pub struct Waiting {
+    tenant: Arc<Tenant>,
+    slot: Slot,
+    deadline: Deadline,
+}
+
+/// A tenant's admitted request; dropping it frees the tenant's place and any priority permit.
 pub struct Pass {
-    pub caller: Option<Caller>,
-    _slot: Option<Slot>,
+    pub caller: Caller,
+    _slot: Slot,
     _permit: Option<priority::Permit>,
 }
 
 impl Pass {
+    fn new(tenant: Arc<Tenant>, slot: Slot, permit: Option<priority::Permit>) -> Pass {
+        tenant.admitted.increment(1);
+        Pass { caller: Caller(tenant), _slot: slot, _permit: permit }
+    }
+
     /// Counts the admitted request's result under its tenant.
     pub fn finish(&self, outcome: Outcome) {
-        if let Some(Caller(t)) = &self.caller
-            && let Some(i) = Outcome::ALL.iter().position(|o| *o == outcome)
-        {
-            t.results[i].increment(1);
+        if let Some(i) = Outcome::ALL.iter().position(|o| *o == outcome) {
+            self.caller.0.results[i].increment(1);
         }
     }
 }
@@ -241,37 +261,43 @@ impl FrontDoor {
         table.by_key.values().filter(|t| t.config.rps.is_some()).cloned().collect()
     }
 
-    /// Whether the data plane is open (no `[auth]`): the front ends then skip `admit`.
-    pub fn is_open(&self) -> bool {
-        self.registry.snapshot().config.auth.is_none()
-    }
-
-    /// Lets a request in, or says why not: 401 without a known key, 429 over the tenant's rate
-    /// or concurrency (with `Retry-After`); a `batch` tenant waits (within `deadline`) while
-    /// `online` traffic is being served (within `server.request_timeout`). `header` looks up a
-    /// request header or gRPC metadata entry by lower-case name. Without `[auth]`: everyone,
-    /// as before.
-    pub async fn admit<'h>(&self, header: impl Fn(&str) -> Option<&'h [u8]>) -> Result<Pass, ApiError> {
+    /// The front door's decision for a request to `path`, taken at once: open (no `[auth]`, or
+    /// a health probe), admitted, or a `batch` tenant that must wait for its place in the lane
+    /// (`FrontDoor::wait`) because `online` traffic is being served. Refused: 401 without a
+    /// known key, 429 over the tenant's rate or concurrency (with `Retry-After`). `header`
+    /// looks up a request header or gRPC metadata entry by lower-case name.
+    ///
+    /// Synchronous on purpose: an online tenant's request (nearly all of them) is admitted
+    /// without a future of its own, so the front door adds no poll and no allocation to it.
+    pub fn enter<'h>(
+        &self,
+        path: &str,
+        header: impl Fn(&str) -> Option<&'h [u8]>,
+    ) -> Result<Entry, ApiError> {
         let snapshot = self.registry.snapshot();
-        if snapshot.config.auth.is_none() {
-            return Ok(Pass { caller: None, _slot: None, _permit: None });
+        if snapshot.config.auth.is_none() || open_path(path) {
+            return Ok(Entry::Open);
         }
         // One clock reading for the rate bucket, the priority window and a batch wait.
         let now = Instant::now();
         let tenant = self.authenticate(&snapshot, header)?;
         let slot = self.take_place(&tenant, now)?;
-        let permit = match tenant.config.priority {
-            Priority::Online => {
-                self.priority.online_seen(now);
-                None
-            }
-            Priority::Batch => {
+        match tenant.config.priority {
+            Priority::Online => self.priority.online_seen(now),
+            Priority::Batch if self.priority.online_present() => {
                 let deadline = Deadline::after_from(now, snapshot.config.server.request_timeout);
-                self.priority.enter_batch(&deadline).await?
+                return Ok(Entry::Waiting(Waiting { tenant, slot, deadline }));
             }
-        };
-        tenant.admitted.increment(1);
-        Ok(Pass { caller: Some(Caller(tenant)), _slot: Some(slot), _permit: permit })
+            Priority::Batch => {}
+        }
+        Ok(Entry::Admitted(Pass::new(tenant, slot, None)))
+    }
+
+    /// A waiting batch request's place in the lane, within its deadline (then 429).
+    pub async fn wait(&self, waiting: Waiting) -> Result<Pass, ApiError> {
+        let Waiting { tenant, slot, deadline } = waiting;
+        let permit = self.priority.enter_batch(&deadline).await?;
+        Ok(Pass::new(tenant, slot, permit))
     }
 
     fn authenticate<'h>(
