@@ -6,6 +6,8 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
+
 use crate::batching::InferError;
 use crate::protocol::ApiError;
 
@@ -63,11 +65,19 @@ impl Deadline {
     }
 
     /// Runs `work` until it finishes or the deadline passes, whichever comes first.
-    pub async fn bound<T, E: From<Missed>>(&self, work: impl Future<Output = Result<T, E>>) -> Result<T, E> {
-        match tokio::time::timeout_at(self.at.into(), work).await {
+    ///
+    /// Called on the runtime (its timer is registered at once). Not an `async fn`: one would
+    /// hold `work` twice (as its argument and inside the timer), and the request path's
+    /// futures are kilobytes, copied whole each time one is made.
+    pub fn bound<T, E: From<Missed>>(
+        &self,
+        work: impl Future<Output = Result<T, E>>,
+    ) -> impl Future<Output = Result<T, E>> {
+        let missed = Missed(*self);
+        tokio::time::timeout_at(self.at.into(), work).map(move |finished| match finished {
             Ok(result) => result,
-            Err(_) => Err(Missed(*self).into()),
-        }
+            Err(_) => Err(missed.into()),
+        })
     }
 }
 
@@ -103,8 +113,9 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
         let d = Deadline::after(Duration::from_millis(1));
         let never = std::future::pending::<Result<(), ApiError>>();
-        assert_eq!(rt.block_on(d.bound(never)).unwrap_err(), d.error());
+        assert_eq!(rt.block_on(async { d.bound(never).await }).unwrap_err(), d.error());
         let quick = async { Ok::<_, ApiError>(7) };
-        assert_eq!(rt.block_on(Deadline::after(Duration::from_secs(5)).bound(quick)).unwrap(), 7);
+        let in_time = Deadline::after(Duration::from_secs(5));
+        assert_eq!(rt.block_on(async { in_time.bound(quick).await }).unwrap(), 7);
     }
 }

@@ -33,6 +33,11 @@ pub struct DataPlane {
     pub door: Arc<crate::tenants::FrontDoor>,
 }
 
+/// One data-plane request, routed to its endpoint.
+///
+/// Every endpoint but infer is boxed where it is awaited: this future's size is that of its
+/// largest branch, and it is made (and copied) once per request, so the cold branches must
+/// not make the infer path's future larger.
 pub async fn handle(plane: Arc<DataPlane>, request: http::Request<Incoming>) -> HttpResponse {
     let (parts, body) = request.into_parts();
     let uri = parts.uri.clone();
@@ -56,19 +61,19 @@ pub async fn handle(plane: Arc<DataPlane>, request: http::Request<Incoming>) -> 
         Endpoint::Live => response::json(StatusCode::OK, &json!({ "live": true })),
         Endpoint::Ready => server_ready(&snapshot),
         Endpoint::Feedback => {
-            respond(deadline.bound(feedback(&plane, &snapshot, &parts.headers, body)).await)
+            respond(Box::pin(deadline.bound(feedback(&plane, &snapshot, &parts.headers, body))).await)
         }
         Endpoint::AllStats => all_statistics(&snapshot),
         Endpoint::RepositoryIndex => {
-            respond(deadline.bound(repository_index(&plane, &parts.headers, body)).await)
+            respond(Box::pin(deadline.bound(repository_index(&plane, &parts.headers, body))).await)
         }
         Endpoint::RepositoryLoad(model) => {
             let tenant = parts.extensions.get::<Caller>().map(|c| c.0.name());
-            respond(repository_load(&plane, &parts.headers, body, model, tenant).await)
+            respond(Box::pin(repository_load(&plane, &parts.headers, body, model, tenant)).await)
         }
         Endpoint::RepositoryUnload(model) => {
             let tenant = parts.extensions.get::<Caller>().map(|c| c.0.name());
-            let unloaded = plane.repository.unload(model, tenant).await;
+            let unloaded = Box::pin(plane.repository.unload(model, tenant)).await;
             respond(unloaded.map(|()| response::json(StatusCode::OK, &json!({}))))
         }
         Endpoint::Model { model, version, action } => match action {
@@ -86,7 +91,7 @@ pub async fn handle(plane: Arc<DataPlane>, request: http::Request<Incoming>) -> 
                 trace.end_http(response)
             }
             ModelAction::Explain => {
-                super::explain::handle(&snapshot, parts, body, model, version, deadline).await
+                Box::pin(super::explain::handle(&snapshot, parts, body, model, version, deadline)).await
             }
             ModelAction::Metadata => respond(model_metadata(&snapshot, model, version)),
             ModelAction::Ready => model_ready(&snapshot, model, version),
