@@ -19,7 +19,7 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 ONLINE_RPS=${ONLINE_RPS:-1000}
 ROUNDS=${ROUNDS:-2}
-OVERHEAD_ROUNDS=${OVERHEAD_ROUNDS:-5}
+OVERHEAD_ROUNDS=${OVERHEAD_ROUNDS:-9}
 SERVER_PIN="taskset -c 1"
 LOAD_PIN="taskset -c 0"
 results_dir tenants-
@@ -106,7 +106,8 @@ done
 
 # The overhead: OVERHEAD_ROUNDS rounds, off and on alternating (odd rounds off first), each
 # figure one round's ratio; the verdict is on their median (single rounds on this shared
-# machine move by +-5%). Beside req/s, the gateway's own CPU time per request answered.
+# machine move by +-5%, and six runs of five rounds split 3-3 on a ~2% cost: nine rounds
+# make the median a steadier estimate). Beside req/s, the gateway's own CPU time per request.
 gateway_pid() { pgrep -P "$SERVER_PID" | head -1; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 served() {
