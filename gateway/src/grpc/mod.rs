@@ -115,19 +115,8 @@ where
         if let Some(pass) = &pass {
             req.extensions_mut().insert(pass.caller.clone());
         }
-        let fut = self.inner.call(req);
-        let limit = self.limit;
-        Box::pin(
-            async move {
-                let response = fut.await?;
-                if let Some(pass) = &pass {
-                    pass.finish(grpc_outcome(&response));
-                }
-                drop((admitted, pass));
-                Ok(too_large_in_our_words(response, limit))
-            }
-            .instrument(span),
-        )
+        let call = self.inner.call(req);
+        Box::pin(answered(call, pass, admitted, self.limit).instrument(span))
     }
 }
 
@@ -164,10 +153,7 @@ impl<S> Front<S> {
                     Err(e) => return Ok(status::of(&e).into_http()),
                 };
                 req.extensions_mut().insert(pass.caller.clone());
-                let response = inner.call(req).await?;
-                pass.finish(grpc_outcome(&response));
-                drop((admitted, pass));
-                Ok(too_large_in_our_words(response, limit))
+                answered(inner.call(req), Some(pass), admitted, limit).await
             }
             .instrument(span),
         )
@@ -185,6 +171,22 @@ fn admit_call(admission: &Admission, path: &str, pass: Option<&Pass>) -> Result<
             pass.finish(Outcome::Rejected);
         }
     })
+}
+
+/// An admitted call's answer: its result counted under its tenant, its places freed, and
+/// tonic's own size refusal said in our words.
+async fn answered(
+    call: impl Future<Output = Result<GrpcResponse, Infallible>>,
+    pass: Option<Pass>,
+    admitted: Option<Admitted>,
+    limit: usize,
+) -> Result<GrpcResponse, Infallible> {
+    let response = call.await?;
+    if let Some(pass) = &pass {
+        pass.finish(grpc_outcome(&response));
+    }
+    drop((admitted, pass));
+    Ok(too_large_in_our_words(response, limit))
 }
 
 /// A call's result from its `grpc-status` header: our RPCs' errors are trailers-only responses

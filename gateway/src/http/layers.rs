@@ -4,6 +4,7 @@
 //! `Retry-After` at once, never a queue). The request's deadline is not a layer: the handlers
 //! bound every wait by the one `Deadline`.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,9 +16,10 @@ use tower::{Layer, Service};
 use tower_http::request_id::{MakeRequestId, RequestId};
 
 use super::response::{HttpResponse, error};
-use crate::admission::Admission;
+use crate::admission::{Admission, Admitted};
+use crate::protocol::ApiError;
 use crate::telemetry::Outcome;
-use crate::tenants::{self, Entry, FrontDoor, Waiting};
+use crate::tenants::{self, Entry, FrontDoor, Pass, Waiting};
 
 /// Request ids for requests that bring none: a per-process random prefix and a counter.
 #[derive(Clone)]
@@ -46,7 +48,7 @@ impl MakeRequestId for MakeId {
     }
 }
 
-type BoxFuture = Pin<Box<dyn Future<Output = Result<HttpResponse, std::convert::Infallible>> + Send>>;
+type BoxFuture = Pin<Box<dyn Future<Output = Result<HttpResponse, Infallible>> + Send>>;
 
 /// At most `max_in_flight` requests in progress (counted with gRPC's); the next is refused
 /// with 503 at once.
@@ -78,94 +80,92 @@ pub struct AdmissionService<S> {
 
 impl<S, B> Service<Request<B>> for AdmissionService<S>
 where
-    S: Service<Request<B>, Response = HttpResponse, Error = std::convert::Infallible>
-        + Clone
-        + Send
-        + 'static,
+    S: Service<Request<B>, Response = HttpResponse, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
 {
     type Response = HttpResponse;
-    type Error = std::convert::Infallible;
+    type Error = Infallible;
     type Future = BoxFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
         let entry = {
             let headers = req.headers();
             self.door.enter(req.uri().path(), |h| headers.get(h).map(HeaderValue::as_bytes))
         };
+        // The clone that was polled ready serves this request (tower's rule for moving
+        // `inner`), and the handler's future is made inside the box rather than made here and
+        // moved in: it is kilobytes, and every move copies it whole (memmove in the profiles).
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
         let pass = match entry {
             Ok(Entry::Open) => None,
             Ok(Entry::Admitted(pass)) => Some(pass),
-            Ok(Entry::Waiting(waiting)) => return self.call_after_waiting(req, waiting),
+            Ok(Entry::Waiting(waiting)) => return self.serve_after_waiting(inner, req, waiting),
             Err(e) => return Box::pin(async move { Ok(error(&e)) }),
         };
-        let admitted = match self.state.admit() {
-            Ok(a) => a,
-            Err(e) => {
-                if let Some(pass) = &pass {
-                    pass.finish(Outcome::Rejected);
-                }
-                return Box::pin(async move { Ok(error(&e)) });
-            }
-        };
-        if let Some(pass) = &pass {
-            req.extensions_mut().insert(pass.caller.clone());
+        match take_place(&self.state, pass.as_ref()) {
+            Ok(admitted) => Box::pin(serve(inner, req, pass, admitted)),
+            Err(e) => Box::pin(async move { Ok(error(&e)) }),
         }
-        // The handler's future is made inside the box rather than made here and moved in: it
-        // is kilobytes, and every move copies it whole (memmove in the profiles).
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(async move {
-            let response = inner.call(req).await;
-            if let (Some(pass), Ok(r)) = (&pass, &response) {
-                pass.finish(tenants::outcome_of_status(r.status()));
-            }
-            drop((admitted, pass));
-            response
-        })
     }
 }
 
 impl<S> AdmissionService<S> {
     /// A batch tenant's request while online traffic is served: its place in the lane first
     /// (a refused caller never takes an in-flight place), then as any admitted request.
-    fn call_after_waiting<B>(&mut self, mut req: Request<B>, waiting: Waiting) -> BoxFuture
+    fn serve_after_waiting<B>(&self, inner: S, req: Request<B>, waiting: Waiting) -> BoxFuture
     where
-        S: Service<Request<B>, Response = HttpResponse, Error = std::convert::Infallible>
-            + Clone
-            + Send
-            + 'static,
+        S: Service<Request<B>, Response = HttpResponse, Error = Infallible> + Send + 'static,
         S::Future: Send + 'static,
         B: Send + 'static,
     {
-        // The clone that was polled ready serves this request (tower's rule for moving `inner`).
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         let (state, door) = (self.state.clone(), self.door.clone());
         Box::pin(async move {
-            let pass = match door.wait(waiting).await {
-                Ok(p) => p,
-                Err(e) => return Ok(error(&e)),
-            };
-            let admitted = match state.admit() {
-                Ok(a) => a,
-                Err(e) => {
-                    pass.finish(Outcome::Rejected);
-                    return Ok(error(&e));
-                }
-            };
-            req.extensions_mut().insert(pass.caller.clone());
-            let response = inner.call(req).await;
-            if let Ok(r) = &response {
-                pass.finish(tenants::outcome_of_status(r.status()));
+            let admitted = door.wait(waiting).await.and_then(|pass| {
+                let admitted = take_place(&state, Some(&pass))?;
+                Ok((pass, admitted))
+            });
+            match admitted {
+                Ok((pass, admitted)) => serve(inner, req, Some(pass), admitted).await,
+                Err(e) => Ok(error(&e)),
             }
-            drop((admitted, pass));
-            response
         })
     }
+}
+
+/// A place in the in-flight limit for a request the front door let in; a refusal is counted
+/// under its tenant.
+fn take_place(state: &Admission, pass: Option<&Pass>) -> Result<Admitted, ApiError> {
+    state.admit().inspect_err(|_| {
+        if let Some(pass) = pass {
+            pass.finish(Outcome::Rejected);
+        }
+    })
+}
+
+/// Serves an admitted request: its tenant in its extensions for the handlers, its result
+/// counted under the tenant, its places freed when it is answered.
+async fn serve<S, B>(
+    mut inner: S,
+    mut req: Request<B>,
+    pass: Option<Pass>,
+    admitted: Admitted,
+) -> Result<HttpResponse, Infallible>
+where
+    S: Service<Request<B>, Response = HttpResponse, Error = Infallible>,
+{
+    if let Some(pass) = &pass {
+        req.extensions_mut().insert(pass.caller.clone());
+    }
+    let response = inner.call(req).await;
+    if let (Some(pass), Ok(r)) = (&pass, &response) {
+        pass.finish(tenants::outcome_of_status(r.status()));
+    }
+    drop((admitted, pass));
+    response
 }

@@ -391,7 +391,7 @@ fn api_key<'h>(header: &impl Fn(&str) -> Option<&'h [u8]>) -> Option<&'h [u8]> {
 }
 
 /// Whether a path is open without a key: the health probes (load balancers, Kubernetes).
-pub fn open_path(path: &str) -> bool {
+fn open_path(path: &str) -> bool {
     matches!(
         path,
         "/v2/health/live"
