@@ -97,10 +97,7 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        let entry = {
-            let headers = req.headers();
-            self.door.enter(req.uri().path(), |h| headers.get(h).map(|v| v.as_bytes()))
-        };
+        let entry = self.door.enter(req.uri().path(), req.headers());
         let pass = match entry {
             Ok(Entry::Open) => None,
             Ok(Entry::Admitted(pass)) => Some(pass),
@@ -113,7 +110,7 @@ where
             Err(e) => return Box::pin(async move { Ok(status::of(&e).into_http()) }),
         };
         if let Some(pass) = &pass {
-            req.extensions_mut().insert(pass.caller.clone());
+            req.extensions_mut().insert(pass.caller().clone());
         }
         let call = self.inner.call(req);
         Box::pin(answered(call, pass, admitted, self.limit).instrument(span))
@@ -152,7 +149,7 @@ impl<S> Front<S> {
                     Ok(a) => a,
                     Err(e) => return Ok(status::of(&e).into_http()),
                 };
-                req.extensions_mut().insert(pass.caller.clone());
+                req.extensions_mut().insert(pass.caller().clone());
                 answered(inner.call(req), Some(pass), admitted, limit).await
             }
             .instrument(span),

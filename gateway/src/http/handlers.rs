@@ -38,7 +38,11 @@ pub struct DataPlane {
 /// Every endpoint but infer is boxed where it is awaited: this future's size is that of its
 /// largest branch, and it is made (and copied) once per request, so the cold branches must
 /// not make the infer path's future larger.
-pub async fn handle(plane: Arc<DataPlane>, request: http::Request<Incoming>) -> HttpResponse {
+pub async fn handle(
+    plane: Arc<DataPlane>,
+    request: http::Request<Incoming>,
+    caller: Option<Caller>,
+) -> HttpResponse {
     let (parts, body) = request.into_parts();
     let uri = parts.uri.clone();
     let endpoint = match route(&parts.method, uri.path()) {
@@ -50,7 +54,7 @@ pub async fn handle(plane: Arc<DataPlane>, request: http::Request<Incoming>) -> 
         }
     };
     let snapshot = plane.registry.snapshot();
-    if let Err(e) = allowed(parts.extensions.get::<Caller>(), &snapshot, &endpoint, &parts.headers) {
+    if let Err(e) = allowed(caller.as_ref(), &snapshot, &endpoint, &parts.headers) {
         tracing::debug!(error = %e, "refused");
         telemetry::count_unrouted(None, outcome_of(&e));
         return error(&e);
@@ -68,11 +72,11 @@ pub async fn handle(plane: Arc<DataPlane>, request: http::Request<Incoming>) -> 
             respond(Box::pin(deadline.bound(repository_index(&plane, &parts.headers, body))).await)
         }
         Endpoint::RepositoryLoad(model) => {
-            let tenant = parts.extensions.get::<Caller>().map(|c| c.0.name());
+            let tenant = caller.as_ref().map(|c| c.0.name());
             respond(Box::pin(repository_load(&plane, &parts.headers, body, model, tenant)).await)
         }
         Endpoint::RepositoryUnload(model) => {
-            let tenant = parts.extensions.get::<Caller>().map(|c| c.0.name());
+            let tenant = caller.as_ref().map(|c| c.0.name());
             let unloaded = Box::pin(plane.repository.unload(model, tenant)).await;
             respond(unloaded.map(|()| response::json(StatusCode::OK, &json!({}))))
         }
@@ -81,13 +85,15 @@ pub async fn handle(plane: Arc<DataPlane>, request: http::Request<Incoming>) -> 
                 // The request's trace starts before its body is read and ends with its answer.
                 let lookup = |h: &str| parts.headers.get(h).map(HeaderValue::as_bytes);
                 let mut trace = plane.inference.tracer.begin(Front::Http, lookup);
+                let tenant = caller.as_ref().map(|c| c.0.name());
                 if trace.is_sampled()
-                    && let Some(caller) = parts.extensions.get::<Caller>()
+                    && let Some(tenant) = tenant
                 {
-                    trace.set("gateway.tenant", caller.0.name().to_string());
+                    trace.set("gateway.tenant", tenant.to_string());
                 }
                 let response =
-                    infer(&plane, &snapshot, parts, body, model, version, deadline, &mut trace).await;
+                    infer(&plane, &snapshot, parts, body, (model, version), tenant, deadline, &mut trace)
+                        .await;
                 trace.end_http(response)
             }
             ModelAction::Explain => {
@@ -278,8 +284,8 @@ async fn infer(
     snapshot: &Arc<ServingSnapshot>,
     parts: Parts,
     body: Incoming,
-    model: &str,
-    pinned: Option<u64>,
+    (model, pinned): (&str, Option<u64>),
+    tenant: Option<&str>,
     deadline: Deadline,
     trace: &mut Trace,
 ) -> HttpResponse {
@@ -310,7 +316,7 @@ async fn infer(
             |h| headers.get(h).map(HeaderValue::as_bytes),
             deadline,
             trace,
-            parts.extensions.get::<Caller>().map(|c| c.0.name()),
+            tenant,
             |signature, limits| decode_infer(&body, json_length, signature, limits),
             |version, id, outputs, chosen| {
                 Ok(encode_infer(&version.model, version.version, id, outputs, chosen))

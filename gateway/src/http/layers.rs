@@ -1,6 +1,7 @@
 //! Tower layers in front of the data-plane handlers: request ids and admission: the tenant's
-//! front door when `[auth]` is on (401/429, priority; the tenant goes in the request's
-//! extensions for the handlers), then max in-flight (shared with gRPC: beyond it 503 with
+//! front door when `[auth]` is on (401/429, priority; the tenant is handed to the handlers
+//! beside the request, not in its extensions, which would cost an allocation and a map insert
+//! per request), then max in-flight (shared with gRPC: beyond it 503 with
 //! `Retry-After` at once, never a queue). The request's deadline is not a layer: the handlers
 //! bound every wait by the one `Deadline`.
 
@@ -16,10 +17,10 @@ use tower::{Layer, Service};
 use tower_http::request_id::{MakeRequestId, RequestId};
 
 use super::response::{HttpResponse, error};
-use crate::admission::{Admission, Admitted};
+use crate::admission::{Admission, Admitted as Place};
 use crate::protocol::ApiError;
 use crate::telemetry::Outcome;
-use crate::tenants::{self, Entry, FrontDoor, Pass, Waiting};
+use crate::tenants::{self, Caller, Entry, FrontDoor, Pass, Waiting};
 
 /// Request ids for requests that bring none: a per-process random prefix and a counter.
 #[derive(Clone)]
@@ -78,9 +79,12 @@ pub struct AdmissionService<S> {
     door: Arc<FrontDoor>,
 }
 
+/// What the handlers are called with: the request and, with `[auth]`, its tenant.
+pub type Admitted<B> = (Request<B>, Option<Caller>);
+
 impl<S, B> Service<Request<B>> for AdmissionService<S>
 where
-    S: Service<Request<B>, Response = HttpResponse, Error = Infallible> + Clone + Send + 'static,
+    S: Service<Admitted<B>, Response = HttpResponse, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
 {
@@ -93,10 +97,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let entry = {
-            let headers = req.headers();
-            self.door.enter(req.uri().path(), |h| headers.get(h).map(HeaderValue::as_bytes))
-        };
+        let entry = self.door.enter(req.uri().path(), req.headers());
         // The clone that was polled ready serves this request (tower's rule for moving
         // `inner`), and the handler's future is made inside the box rather than made here and
         // moved in: it is kilobytes, and every move copies it whole (memmove in the profiles).
@@ -109,7 +110,7 @@ where
             Err(e) => return Box::pin(async move { Ok(error(&e)) }),
         };
         match take_place(&self.state, pass.as_ref()) {
-            Ok(admitted) => Box::pin(serve(inner, req, pass, admitted)),
+            Ok(place) => Box::pin(serve(inner, req, pass, place)),
             Err(e) => Box::pin(async move { Ok(error(&e)) }),
         }
     }
@@ -120,18 +121,18 @@ impl<S> AdmissionService<S> {
     /// (a refused caller never takes an in-flight place), then as any admitted request.
     fn serve_after_waiting<B>(&self, inner: S, req: Request<B>, waiting: Waiting) -> BoxFuture
     where
-        S: Service<Request<B>, Response = HttpResponse, Error = Infallible> + Send + 'static,
+        S: Service<Admitted<B>, Response = HttpResponse, Error = Infallible> + Send + 'static,
         S::Future: Send + 'static,
         B: Send + 'static,
     {
         let (state, door) = (self.state.clone(), self.door.clone());
         Box::pin(async move {
-            let admitted = door.wait(waiting).await.and_then(|pass| {
-                let admitted = take_place(&state, Some(&pass))?;
-                Ok((pass, admitted))
+            let placed = door.wait(waiting).await.and_then(|pass| {
+                let place = take_place(&state, Some(&pass))?;
+                Ok((pass, place))
             });
-            match admitted {
-                Ok((pass, admitted)) => serve(inner, req, Some(pass), admitted).await,
+            match placed {
+                Ok((pass, place)) => serve(inner, req, Some(pass), place).await,
                 Err(e) => Ok(error(&e)),
             }
         })
@@ -140,7 +141,7 @@ impl<S> AdmissionService<S> {
 
 /// A place in the in-flight limit for a request the front door let in; a refusal is counted
 /// under its tenant.
-fn take_place(state: &Admission, pass: Option<&Pass>) -> Result<Admitted, ApiError> {
+fn take_place(state: &Admission, pass: Option<&Pass>) -> Result<Place, ApiError> {
     state.admit().inspect_err(|_| {
         if let Some(pass) = pass {
             pass.finish(Outcome::Rejected);
@@ -148,24 +149,22 @@ fn take_place(state: &Admission, pass: Option<&Pass>) -> Result<Admitted, ApiErr
     })
 }
 
-/// Serves an admitted request: its tenant in its extensions for the handlers, its result
-/// counted under the tenant, its places freed when it is answered.
+/// Serves an admitted request: its tenant handed to the handlers, its result counted under
+/// the tenant, its places freed when it is answered.
 async fn serve<S, B>(
     mut inner: S,
-    mut req: Request<B>,
+    req: Request<B>,
     pass: Option<Pass>,
-    admitted: Admitted,
+    place: Place,
 ) -> Result<HttpResponse, Infallible>
 where
-    S: Service<Request<B>, Response = HttpResponse, Error = Infallible>,
+    S: Service<Admitted<B>, Response = HttpResponse, Error = Infallible>,
 {
-    if let Some(pass) = &pass {
-        req.extensions_mut().insert(pass.caller.clone());
-    }
-    let response = inner.call(req).await;
+    let caller = pass.as_ref().map(|p| p.caller().clone());
+    let response = inner.call((req, caller)).await;
     if let (Some(pass), Ok(r)) = (&pass, &response) {
         pass.finish(tenants::outcome_of_status(r.status()));
     }
-    drop((admitted, pass));
+    drop((place, pass));
     response
 }

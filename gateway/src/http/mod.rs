@@ -57,9 +57,9 @@ pub fn data_service(
                 .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
         )
         .layer(AdmissionLayer::new(admission, plane.door.clone()))
-        .service_fn(move |req| {
+        .service_fn(move |(req, caller)| {
             let plane = plane.clone();
-            async move { Ok::<_, Infallible>(handlers::handle(plane, req).await) }
+            async move { Ok::<_, Infallible>(handlers::handle(plane, req, caller).await) }
         })
 }
 

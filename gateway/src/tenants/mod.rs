@@ -5,7 +5,8 @@
 //! refused caller costs a hash and a map look-up, never a model's time.
 //!
 //! Keys: `Authorization: Bearer <key>` or `x-api-key: <key>` (the same names in gRPC metadata).
-//! The keys file holds SHA-256 digests only; a request's key is hashed and looked up by digest.
+//! The keys file holds SHA-256 digests only; a request's key is hashed and looked up by digest,
+//! unless it is the key its thread let in last (`recent`: compared in constant time).
 //! The look-up's timing leaks nothing a caller can use: learning a digest's first bytes does not
 //! bring a key any closer.
 //!
@@ -15,6 +16,7 @@
 
 mod bucket;
 mod priority;
+mod recent;
 mod shared;
 
 use std::collections::HashMap;
@@ -23,6 +25,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use metrics::Counter;
 use sha2::Digest;
 
@@ -83,7 +87,8 @@ impl Tenant {
     }
 }
 
-/// The tenant a request was admitted as (in the request's extensions, for the handlers).
+/// The tenant a request was admitted as: handed to the HTTP handlers beside the request, and in
+/// a gRPC call's extensions (tonic passes those to the RPCs).
 #[derive(Clone)]
 pub struct Caller(pub Arc<Tenant>);
 
@@ -146,28 +151,31 @@ pub enum Entry {
 
 /// A batch request that holds its tenant's place and waits for the lane.
 pub struct Waiting {
-    tenant: Arc<Tenant>,
     slot: Slot,
     deadline: Deadline,
 }
 
 /// A tenant's admitted request; dropping it frees the tenant's place and any priority permit.
 pub struct Pass {
-    pub caller: Caller,
-    _slot: Slot,
+    slot: Slot,
     _permit: Option<priority::Permit>,
 }
 
 impl Pass {
-    fn new(tenant: Arc<Tenant>, slot: Slot, permit: Option<priority::Permit>) -> Pass {
-        tenant.admitted.increment(1);
-        Pass { caller: Caller(tenant), _slot: slot, _permit: permit }
+    fn new(slot: Slot, permit: Option<priority::Permit>) -> Pass {
+        slot.0.0.admitted.increment(1);
+        Pass { slot, _permit: permit }
+    }
+
+    /// The tenant admitted.
+    pub fn caller(&self) -> &Caller {
+        &self.slot.0
     }
 
     /// Counts the admitted request's result under its tenant.
     pub fn finish(&self, outcome: Outcome) {
         if let Some(i) = Outcome::ALL.iter().position(|o| *o == outcome) {
-            self.caller.0.results[i].increment(1);
+            self.slot.0.0.results[i].increment(1);
         }
     }
 }
@@ -183,18 +191,28 @@ pub fn outcome_of_status(status: http::StatusCode) -> Outcome {
     }
 }
 
-struct Slot(Arc<Tenant>);
+/// A place among the tenant's requests in flight (`max_in_flight`), freed when dropped.
+struct Slot(Caller);
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 /// The tenants in force, built from one config.
 struct Table {
     config: Option<Arc<GatewayConfig>>,
+    /// Unique in the process (`recent` tells tables apart by it).
+    generation: u64,
     by_key: HashMap<[u8; 32], Arc<Tenant>, DigestHash>,
+}
+
+impl Table {
+    fn new(config: Option<Arc<GatewayConfig>>, by_key: HashMap<[u8; 32], Arc<Tenant>, DigestHash>) -> Table {
+        static GENERATION: AtomicU64 = AtomicU64::new(0);
+        Table { config, generation: GENERATION.fetch_add(1, Ordering::Relaxed), by_key }
+    }
 }
 
 /// The table's keys are SHA-256 digests, already spread evenly, so their hash is the digest's
@@ -234,7 +252,7 @@ impl FrontDoor {
     pub fn new(registry: Arc<Registry>) -> Arc<FrontDoor> {
         let door = FrontDoor {
             registry,
-            table: ArcSwap::from_pointee(Table { config: None, by_key: HashMap::default() }),
+            table: ArcSwap::from_pointee(Table::new(None, HashMap::default())),
             rebuilding: Mutex::new(()),
             priority: PriorityGate::default(),
             no_key: telemetry::tenant_requests("none", "unauthenticated"),
@@ -264,57 +282,56 @@ impl FrontDoor {
     /// The front door's decision for a request to `path`, taken at once: open (no `[auth]`, or
     /// a health probe), admitted, or a `batch` tenant that must wait for its place in the lane
     /// (`FrontDoor::wait`) because `online` traffic is being served. Refused: 401 without a
-    /// known key, 429 over the tenant's rate or concurrency (with `Retry-After`). `header`
-    /// looks up a request header or gRPC metadata entry by lower-case name.
+    /// known key, 429 over the tenant's rate or concurrency (with `Retry-After`). `headers`:
+    /// the HTTP request's, or the gRPC call's metadata (HTTP/2 headers too).
     ///
     /// Synchronous on purpose: an online tenant's request (nearly all of them) is admitted
     /// without a future of its own, so the front door adds no poll and no allocation to it.
-    pub fn enter<'h>(
-        &self,
-        path: &str,
-        header: impl Fn(&str) -> Option<&'h [u8]>,
-    ) -> Result<Entry, ApiError> {
+    pub fn enter(&self, path: &str, headers: &HeaderMap) -> Result<Entry, ApiError> {
         let snapshot = self.registry.snapshot();
         if snapshot.config.auth.is_none() || open_path(path) {
             return Ok(Entry::Open);
         }
         // One clock reading for the rate bucket, the priority window and a batch wait.
         let now = Instant::now();
-        let tenant = self.authenticate(&snapshot, header)?;
-        let slot = self.take_place(&tenant, now)?;
-        match tenant.config.priority {
+        let tenant = self.authenticate(&snapshot, headers)?;
+        let priority = tenant.config.priority;
+        let slot = self.take_place(tenant, now)?;
+        match priority {
             Priority::Online => self.priority.online_seen(now),
             Priority::Batch if self.priority.online_present() => {
                 let deadline = Deadline::after_from(now, snapshot.config.server.request_timeout);
-                return Ok(Entry::Waiting(Waiting { tenant, slot, deadline }));
+                return Ok(Entry::Waiting(Waiting { slot, deadline }));
             }
             Priority::Batch => {}
         }
-        Ok(Entry::Admitted(Pass::new(tenant, slot, None)))
+        Ok(Entry::Admitted(Pass::new(slot, None)))
     }
 
     /// A waiting batch request's place in the lane, within its deadline (then 429).
     pub async fn wait(&self, waiting: Waiting) -> Result<Pass, ApiError> {
-        let Waiting { tenant, slot, deadline } = waiting;
+        let Waiting { slot, deadline } = waiting;
         let permit = self.priority.enter_batch(&deadline).await?;
-        Ok(Pass::new(tenant, slot, permit))
+        Ok(Pass::new(slot, permit))
     }
 
-    fn authenticate<'h>(
-        &self,
-        snapshot: &ServingSnapshot,
-        header: impl Fn(&str) -> Option<&'h [u8]>,
-    ) -> Result<Arc<Tenant>, ApiError> {
-        let Some(key) = api_key(&header) else {
+    fn authenticate(&self, snapshot: &ServingSnapshot, headers: &HeaderMap) -> Result<Arc<Tenant>, ApiError> {
+        let Some(key) = api_key(headers) else {
             self.no_key.increment(1);
             return Err(ApiError::Unauthenticated(
                 "an API key is required: send `Authorization: Bearer <key>` or `x-api-key: <key>`".into(),
             ));
         };
-        let digest: [u8; 32] = sha2::Sha256::digest(key).into();
         let table = self.table_for(snapshot);
+        if let Some(tenant) = recent::find(table.generation, key) {
+            return Ok(tenant);
+        }
+        let digest: [u8; 32] = sha2::Sha256::digest(key).into();
         match table.by_key.get(&digest) {
-            Some(t) => Ok(t.clone()),
+            Some(tenant) => {
+                recent::keep(table.generation, key, tenant);
+                Ok(tenant.clone())
+            }
             None => {
                 self.unknown_key.increment(1);
                 Err(ApiError::Unauthenticated("unknown API key".into()))
@@ -323,7 +340,7 @@ impl FrontDoor {
     }
 
     /// The tenant's concurrency place, then a token from its rate bucket.
-    fn take_place(&self, tenant: &Arc<Tenant>, now: Instant) -> Result<Slot, ApiError> {
+    fn take_place(&self, tenant: Arc<Tenant>, now: Instant) -> Result<Slot, ApiError> {
         let max = tenant.config.max_in_flight.unwrap_or(usize::MAX);
         if tenant.in_flight.fetch_add(1, Ordering::AcqRel) >= max {
             tenant.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -333,7 +350,8 @@ impl FrontDoor {
                 retry_after: 1,
             });
         }
-        let slot = Slot(tenant.clone());
+        let slot = Slot(Caller(tenant));
+        let tenant = &slot.0.0;
         if let Some(bucket) = &tenant.bucket {
             if self.shared.load(Ordering::Relaxed) {
                 tenant.demand.fetch_add(1, Ordering::Relaxed);
@@ -380,14 +398,18 @@ impl FrontDoor {
                 (t.key_sha256, kept.unwrap_or_else(|| Arc::new(Tenant::new(t.clone()))))
             })
             .collect();
-        self.table.store(Arc::new(Table { config: Some(snapshot.config.clone()), by_key }));
+        self.table.store(Arc::new(Table::new(Some(snapshot.config.clone()), by_key)));
     }
 }
 
+/// The `x-api-key` header, made once: a look-up by `HeaderName` skips parsing the name.
+static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
 /// The key from `Authorization: Bearer <key>`, else `x-api-key`.
-fn api_key<'h>(header: &impl Fn(&str) -> Option<&'h [u8]>) -> Option<&'h [u8]> {
-    let bearer = header("authorization").and_then(|v| v.strip_prefix(b"Bearer "));
-    bearer.or_else(|| header("x-api-key")).map(<[u8]>::trim_ascii).filter(|k| !k.is_empty())
+fn api_key(headers: &HeaderMap) -> Option<&[u8]> {
+    let header = |name: &HeaderName| headers.get(name).map(HeaderValue::as_bytes);
+    let bearer = header(&AUTHORIZATION).and_then(|v| v.strip_prefix(b"Bearer "));
+    bearer.or_else(|| header(&X_API_KEY)).map(<[u8]>::trim_ascii).filter(|k| !k.is_empty())
 }
 
 /// Whether a path is open without a key: the health probes (load balancers, Kubernetes).
@@ -407,8 +429,8 @@ mod tests {
 
     #[test]
     fn the_key_comes_from_bearer_or_x_api_key() {
-        let h = |pairs: &'static [(&'static str, &'static str)]| {
-            move |name: &str| pairs.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_bytes())
+        let h = |pairs: &'static [(&'static str, &'static str)]| -> HeaderMap {
+            pairs.iter().map(|(n, v)| (HeaderName::from_static(n), HeaderValue::from_static(v))).collect()
         };
         assert_eq!(api_key(&h(&[("authorization", "Bearer abc")])), Some(&b"abc"[..]));
         assert_eq!(api_key(&h(&[("x-api-key", " abc ")])), Some(&b"abc"[..]));
