@@ -17,7 +17,7 @@ use tower::{Layer, Service};
 use tower_http::request_id::{MakeRequestId, RequestId};
 
 use super::response::{HttpResponse, error};
-use crate::admission::{Admission, Admitted as Place};
+use crate::admission::{Admission, Admitted};
 use crate::protocol::ApiError;
 use crate::telemetry::Outcome;
 use crate::tenants::{self, Caller, Entry, FrontDoor, Pass, Waiting};
@@ -80,11 +80,11 @@ pub struct AdmissionService<S> {
 }
 
 /// What the handlers are called with: the request and, with `[auth]`, its tenant.
-pub type Admitted<B> = (Request<B>, Option<Caller>);
+pub type WithCaller<B> = (Request<B>, Option<Caller>);
 
 impl<S, B> Service<Request<B>> for AdmissionService<S>
 where
-    S: Service<Admitted<B>, Response = HttpResponse, Error = Infallible> + Clone + Send + 'static,
+    S: Service<WithCaller<B>, Response = HttpResponse, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
 {
@@ -121,7 +121,7 @@ impl<S> AdmissionService<S> {
     /// (a refused caller never takes an in-flight place), then as any admitted request.
     fn serve_after_waiting<B>(&self, inner: S, req: Request<B>, waiting: Waiting) -> BoxFuture
     where
-        S: Service<Admitted<B>, Response = HttpResponse, Error = Infallible> + Send + 'static,
+        S: Service<WithCaller<B>, Response = HttpResponse, Error = Infallible> + Send + 'static,
         S::Future: Send + 'static,
         B: Send + 'static,
     {
@@ -141,7 +141,7 @@ impl<S> AdmissionService<S> {
 
 /// A place in the in-flight limit for a request the front door let in; a refusal is counted
 /// under its tenant.
-fn take_place(state: &Admission, pass: Option<&Pass>) -> Result<Place, ApiError> {
+fn take_place(state: &Admission, pass: Option<&Pass>) -> Result<Admitted, ApiError> {
     state.admit().inspect_err(|_| {
         if let Some(pass) = pass {
             pass.finish(Outcome::Rejected);
@@ -155,10 +155,10 @@ async fn serve<S, B>(
     mut inner: S,
     req: Request<B>,
     pass: Option<Pass>,
-    place: Place,
+    place: Admitted,
 ) -> Result<HttpResponse, Infallible>
 where
-    S: Service<Admitted<B>, Response = HttpResponse, Error = Infallible>,
+    S: Service<WithCaller<B>, Response = HttpResponse, Error = Infallible>,
 {
     let caller = pass.as_ref().map(|p| p.caller().clone());
     let response = inner.call((req, caller)).await;
