@@ -32,7 +32,7 @@ use crate::admission::{Admission, Admitted};
 use crate::http::{ConnectionLimits, ConnectionSlots, Tls};
 use crate::protocol::ApiError;
 use crate::telemetry::{self, Outcome};
-use crate::tenants::{Entry, FrontDoor, Pass, Waiting};
+use crate::tenants::{self, Entry, FrontDoor, Pass, Waiting};
 
 /// The messages, the server trait and the client, generated from `proto/inference.proto` by
 /// `build.rs`.
@@ -163,11 +163,7 @@ fn admit_call(admission: &Admission, path: &str, pass: Option<&Pass>) -> Result<
     if path == STREAM_PATH {
         return Ok(None);
     }
-    admission.admit().map(Some).inspect_err(|_| {
-        if let Some(pass) = pass {
-            pass.finish(Outcome::Rejected);
-        }
-    })
+    tenants::take_server_place(admission, pass).map(Some)
 }
 
 /// An admitted call's answer: its result counted under its tenant, its places freed, and

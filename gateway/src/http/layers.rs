@@ -18,8 +18,6 @@ use tower_http::request_id::{MakeRequestId, RequestId};
 
 use super::response::{HttpResponse, error};
 use crate::admission::{Admission, Admitted};
-use crate::protocol::ApiError;
-use crate::telemetry::Outcome;
 use crate::tenants::{self, Caller, Entry, FrontDoor, Pass, Waiting};
 
 /// Request ids for requests that bring none: a per-process random prefix and a counter.
@@ -109,7 +107,7 @@ where
             Ok(Entry::Waiting(waiting)) => return self.serve_after_waiting(inner, req, waiting),
             Err(e) => return Box::pin(async move { Ok(error(&e)) }),
         };
-        match take_place(&self.state, pass.as_ref()) {
+        match tenants::take_server_place(&self.state, pass.as_ref()) {
             Ok(place) => Box::pin(serve(inner, req, pass, place)),
             Err(e) => Box::pin(async move { Ok(error(&e)) }),
         }
@@ -128,7 +126,7 @@ impl<S> AdmissionService<S> {
         let (state, door) = (self.state.clone(), self.door.clone());
         Box::pin(async move {
             let placed = door.wait(waiting).await.and_then(|pass| {
-                let place = take_place(&state, Some(&pass))?;
+                let place = tenants::take_server_place(&state, Some(&pass))?;
                 Ok((pass, place))
             });
             match placed {
@@ -137,16 +135,6 @@ impl<S> AdmissionService<S> {
             }
         })
     }
-}
-
-/// A place in the in-flight limit for a request the front door let in; a refusal is counted
-/// under its tenant.
-fn take_place(state: &Admission, pass: Option<&Pass>) -> Result<Admitted, ApiError> {
-    state.admit().inspect_err(|_| {
-        if let Some(pass) = pass {
-            pass.finish(Outcome::Rejected);
-        }
-    })
 }
 
 /// Serves an admitted request: its tenant handed to the handlers, its result counted under

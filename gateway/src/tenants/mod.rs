@@ -34,6 +34,7 @@ use bucket::Bucket;
 pub use priority::PriorityGate;
 pub use shared::share_rates;
 
+use crate::admission::{Admission, Admitted};
 use crate::config::{GatewayConfig, ModelAccess, Priority, TenantConfig};
 use crate::deadline::Deadline;
 use crate::protocol::ApiError;
@@ -178,6 +179,16 @@ impl Pass {
             self.slot.0.0.results[i].increment(1);
         }
     }
+}
+
+/// A place in the server's in-flight limit (shared by HTTP and gRPC) for a request the front
+/// door let in (`pass`; `None` without `[auth]`); a refusal is counted under its tenant.
+pub fn take_server_place(admission: &Admission, pass: Option<&Pass>) -> Result<Admitted, ApiError> {
+    admission.admit().inspect_err(|_| {
+        if let Some(pass) = pass {
+            pass.finish(Outcome::Rejected);
+        }
+    })
 }
 
 /// How an HTTP status counts in `gateway_tenant_requests_total` (as in `gateway_requests_total`).
