@@ -92,8 +92,7 @@ pub async fn handle(
                     trace.set("gateway.tenant", tenant.to_string());
                 }
                 let response =
-                    infer(&plane, &snapshot, parts, body, (model, version), tenant, deadline, &mut trace)
-                        .await;
+                    infer(&plane, &snapshot, parts, body, model, version, tenant, deadline, &mut trace).await;
                 trace.end_http(response)
             }
             ModelAction::Explain => {
@@ -284,7 +283,8 @@ async fn infer(
     snapshot: &Arc<ServingSnapshot>,
     parts: Parts,
     body: Incoming,
-    (model, pinned): (&str, Option<u64>),
+    model: &str,
+    pinned: Option<u64>,
     tenant: Option<&str>,
     deadline: Deadline,
     trace: &mut Trace,

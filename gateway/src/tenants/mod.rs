@@ -164,7 +164,7 @@ pub struct Pass {
 
 impl Pass {
     fn new(slot: Slot, permit: Option<priority::Permit>) -> Pass {
-        slot.0.0.admitted.increment(1);
+        slot.tenant().admitted.increment(1);
         Pass { slot, _permit: permit }
     }
 
@@ -176,7 +176,7 @@ impl Pass {
     /// Counts the admitted request's result under its tenant.
     pub fn finish(&self, outcome: Outcome) {
         if let Some(i) = Outcome::ALL.iter().position(|o| *o == outcome) {
-            self.slot.0.0.results[i].increment(1);
+            self.slot.tenant().results[i].increment(1);
         }
     }
 }
@@ -205,9 +205,15 @@ pub fn outcome_of_status(status: http::StatusCode) -> Outcome {
 /// A place among the tenant's requests in flight (`max_in_flight`), freed when dropped.
 struct Slot(Caller);
 
+impl Slot {
+    fn tenant(&self) -> &Tenant {
+        &self.0.0
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.tenant().in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -362,7 +368,7 @@ impl FrontDoor {
             });
         }
         let slot = Slot(Caller(tenant));
-        let tenant = &slot.0.0;
+        let tenant = slot.tenant();
         if let Some(bucket) = &tenant.bucket {
             if self.shared.load(Ordering::Relaxed) {
                 tenant.demand.fetch_add(1, Ordering::Relaxed);
