@@ -30,7 +30,7 @@
 //! (`admission::refusing`), a worker gives up the core after every run of 250 µs or more, so
 //! the async thread that writes the refusals runs before the next run rather than after it or
 //! at the next scheduler tick (refusals' p99 under 3× overload, one core: 1.1 ms against 3.7).
-//! Not otherwise: yielding after every long run cost 7-16% of throughput when nothing was
+//! Not otherwise: yielding after every long run cost 4-20% of throughput when nothing was
 //! refused.
 //!
 //! Knows nothing of ONNX Runtime: a worker hands it a `Runner`.
