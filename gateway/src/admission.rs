@@ -12,12 +12,12 @@
 //! (benches/README.md, "Refusals under overload"). Process-wide on purpose: the core it
 //! arbitrates is the process's.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use crate::capped::{Capped, Held};
 use crate::protocol::ApiError;
+use crate::recently::Recently;
 use crate::telemetry::{self, Outcome};
 
 pub struct Admission(Arc<Capped>);
@@ -48,46 +48,17 @@ impl Admission {
 /// How long one refusal keeps the gateway counted as refusing.
 pub const REFUSING_WINDOW: Duration = Duration::from_millis(100);
 
-/// When a request was last refused for want of capacity, in whole milliseconds.
-struct Refusals {
-    origin: Instant,
-    /// Milliseconds since `origin`, plus one, of the latest refusal; 0: none yet.
-    last_ms: AtomicU64,
-}
-
-impl Refusals {
-    fn new(origin: Instant) -> Refusals {
-        Refusals { origin, last_ms: AtomicU64::new(0) }
-    }
-
-    fn ms(&self, at: Instant) -> u64 {
-        at.saturating_duration_since(self.origin).as_millis() as u64 + 1
-    }
-
-    fn refused(&self, now: Instant) {
-        let ms = self.ms(now);
-        // Written at most once a millisecond: under overload the line stays mostly read-only.
-        if self.last_ms.load(Ordering::Relaxed) != ms {
-            self.last_ms.store(ms, Ordering::Relaxed);
-        }
-    }
-
-    fn refusing(&self, now: Instant) -> bool {
-        let last = self.last_ms.load(Ordering::Relaxed);
-        last != 0 && self.ms(now).saturating_sub(last) <= REFUSING_WINDOW.as_millis() as u64
-    }
-}
-
-static REFUSALS: LazyLock<Refusals> = LazyLock::new(|| Refusals::new(Instant::now()));
+/// On while requests are being refused for want of capacity.
+static REFUSALS: LazyLock<Recently> = LazyLock::new(|| Recently::new(Instant::now(), REFUSING_WINDOW));
 
 /// Notes a request refused for want of capacity (the in-flight limit, a full version queue).
 pub fn refused() {
-    REFUSALS.refused(Instant::now());
+    REFUSALS.raise(Instant::now());
 }
 
 /// Whether a request was refused for want of capacity within the last `REFUSING_WINDOW`.
 pub fn refusing() -> bool {
-    REFUSALS.refusing(Instant::now())
+    REFUSALS.is_on(Instant::now())
 }
 
 #[cfg(test)]
@@ -97,15 +68,15 @@ mod tests {
     #[test]
     fn a_refusal_counts_for_the_window_and_then_lapses() {
         let t0 = Instant::now();
-        let r = Refusals::new(t0);
-        assert!(!r.refusing(t0), "nothing refused yet");
-        r.refused(t0 + Duration::from_millis(5));
-        assert!(r.refusing(t0 + Duration::from_millis(5)));
-        assert!(r.refusing(t0 + Duration::from_millis(5) + REFUSING_WINDOW));
-        assert!(!r.refusing(t0 + Duration::from_millis(6) + REFUSING_WINDOW));
+        let r = Recently::new(t0, REFUSING_WINDOW);
+        assert!(!r.is_on(t0), "nothing refused yet");
+        r.raise(t0 + Duration::from_millis(5));
+        assert!(r.is_on(t0 + Duration::from_millis(5)));
+        assert!(r.is_on(t0 + Duration::from_millis(5) + REFUSING_WINDOW));
+        assert!(!r.is_on(t0 + Duration::from_millis(6) + REFUSING_WINDOW));
         // A later refusal starts the window again.
-        r.refused(t0 + Duration::from_secs(10));
-        assert!(r.refusing(t0 + Duration::from_secs(10) + REFUSING_WINDOW));
+        r.raise(t0 + Duration::from_secs(10));
+        assert!(r.is_on(t0 + Duration::from_secs(10) + REFUSING_WINDOW));
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod inference;
 pub mod monitor;
 pub mod onnx;
 pub mod protocol;
+mod recently;
 pub mod registry;
 pub mod reload;
 pub mod routing;

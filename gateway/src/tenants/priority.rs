@@ -8,13 +8,13 @@
 //! of it on the model's worker and on the one core the server has. Keeping batch requests to a
 //! couple at a time bounds that work, and a waiting request costs no CPU (it is parked).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::deadline::Deadline;
 use crate::protocol::ApiError;
+use crate::recently::Recently;
 
 /// Batch requests served at once while online traffic is present. One: measured
 /// (`benches/compare/tenants.sh`), a lane of two let a saturating batch tenant move the online
@@ -26,38 +26,28 @@ const ONLINE_WINDOW: Duration = Duration::from_millis(200);
 pub(super) type Permit = OwnedSemaphorePermit;
 
 pub struct PriorityGate {
-    origin: Instant,
-    /// Microseconds since `origin` until which online traffic counts as present.
-    online_until_us: AtomicU64,
+    /// On while online traffic counts as present.
+    online: Recently,
     lane: std::sync::Arc<Semaphore>,
 }
 
 impl Default for PriorityGate {
     fn default() -> PriorityGate {
         PriorityGate {
-            origin: Instant::now(),
-            online_until_us: AtomicU64::new(0),
+            online: Recently::new(Instant::now(), ONLINE_WINDOW),
             lane: std::sync::Arc::new(Semaphore::new(BATCH_LANE)),
         }
     }
 }
 
 impl PriorityGate {
-    fn us_at(&self, at: Instant) -> u64 {
-        at.saturating_duration_since(self.origin).as_micros() as u64
-    }
-
     /// An online request arrived (`now`): the lane narrows for `ONLINE_WINDOW`.
     pub fn online_seen(&self, now: Instant) {
-        let until = self.us_at(now) + ONLINE_WINDOW.as_micros() as u64;
-        // Written only when it moves forward enough to matter: keeps the line mostly read-only.
-        if until > self.online_until_us.load(Ordering::Relaxed) + 1000 {
-            self.online_until_us.store(until, Ordering::Relaxed);
-        }
+        self.online.raise(now);
     }
 
     pub fn online_present(&self) -> bool {
-        self.us_at(Instant::now()) < self.online_until_us.load(Ordering::Relaxed)
+        self.online.is_on(Instant::now())
     }
 
     /// A batch request's way in: nothing to hold without online traffic; otherwise a place in
